@@ -1,0 +1,41 @@
+"""Beam executor of DriveExampleGen: list and pair files up front, decode and write per split in Beam."""
+import json
+from typing import Any, Dict, List
+
+import apache_beam as beam
+from absl import logging
+from tfx import types
+from tfx.components.example_gen import write_split
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+from tfx.components.util import examples_utils
+
+from components.drive_example_gen import source
+
+_FILE_FORMAT = example_gen_pb2.FORMAT_TFRECORDS_GZIP
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    records = source.list_drive(json.loads(exec_properties['input_paths']))
+    splits = source.assign_splits(records, exec_properties['eval_count'],
+                                  exec_properties['split_seed'])
+    for name, split_records in splits.items():
+      logging.info('DriveExampleGen: split %s: %d images: %s', name, len(split_records),
+                   ', '.join(r.image_id for r in split_records))
+
+    examples = artifact_utils.get_single_instance(output_dict['examples'])
+    examples.split_names = artifact_utils.encode_split_names(list(splits))
+    with self._make_beam_pipeline() as pipeline:
+      for name, split_records in splits.items():
+        _ = (pipeline
+             | f'List[{name}]' >> beam.Create(split_records)
+             | f'Decode[{name}]' >> beam.Map(source.to_example)
+             | f'WriteSplit[{name}]' >> write_split.WriteSplit(
+                 artifact_utils.get_split_uri([examples], name), _FILE_FORMAT))
+    examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
+    examples_utils.set_file_format(examples, write_split.to_file_format_str(_FILE_FORMAT))

@@ -1,0 +1,33 @@
+"""Runs the pipeline on this machine with LocalDagRunner and a SQLite ML-Metadata store."""
+import os
+from typing import Sequence
+
+from tfx import v1 as tfx
+
+from components.drive_example_gen import source
+from models import constants
+from pipeline import configs, metadata
+from pipeline.pipeline import create_pipeline
+
+
+def _absolute(path: str) -> str:
+  return path if '://' in path else os.path.abspath(path)
+
+
+def run(data_paths: Sequence[str], pipeline_root: str, beam_pipeline_args: Sequence[str] = (),
+        eval_count: int = constants.DEFAULT_EVAL_COUNT, split_seed: int = 0,
+        enable_cache: bool = True) -> None:
+  pipeline_root = _absolute(pipeline_root)
+  data_paths = [_absolute(p) for p in data_paths]
+  os.makedirs(pipeline_root, exist_ok=True)
+  tfx.orchestration.LocalDagRunner().run(create_pipeline(
+      pipeline_name=configs.PIPELINE_NAME,
+      pipeline_root=pipeline_root,
+      data_paths=data_paths,
+      eval_count=eval_count,
+      split_seed=split_seed,
+      input_fingerprint=source.fingerprint(data_paths),
+      beam_pipeline_args=beam_pipeline_args,
+      metadata_connection_config=metadata.connection_config(pipeline_root),
+      enable_cache=enable_cache,
+  ))

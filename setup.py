@@ -1,0 +1,18 @@
+"""retina-tfx: a TFX pipeline for retinal vessel segmentation on DRIVE."""
+import setuptools
+
+setuptools.setup(
+    name='retina-tfx',
+    version='0.1.0',
+    description='TFX pipeline for retinal blood-vessel segmentation (DRIVE)',
+    python_requires='>=3.10',
+    packages=setuptools.find_packages(include=['pipeline*', 'components*', 'models*', 'schemas*']),
+    package_data={'schemas': ['*.pbtxt']},
+    # Versions are pinned by constraints.txt; tfx itself is installed there with --no-deps because it
+    # declares Requires-Python <3.11 while working on 3.11.
+    install_requires=[
+        'tensorflow', 'tf_keras', 'tensorflow-transform', 'tensorflow-model-analysis',
+        'tensorflow-data-validation', 'apache-beam', 'numpy', 'opencv-python-headless', 'pillow',
+    ],
+    entry_points={'console_scripts': ['retina-tfx = pipeline.cli:main']},
+)
