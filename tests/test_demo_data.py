@@ -1,0 +1,171 @@
+"""Tests for pipeline.demo_data: layout, formats, determinism and realism of the synthetic DRIVE."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from pipeline import demo_data
+
+# Half DRIVE's size keeps the suite fast; the generator scales its geometry to the image.
+HEIGHT, WIDTH = 292, 282
+N_TRAIN, N_TEST = 3, 2
+
+
+def _generate(out_dir, seed=0, **kwargs):
+  return demo_data.generate(str(out_dir), seed=seed, n_train=kwargs.pop('n_train', N_TRAIN),
+                            n_test=kwargs.pop('n_test', N_TEST), height=HEIGHT, width=WIDTH, **kwargs)
+
+
+def _files(root):
+  return sorted(os.path.relpath(os.path.join(folder, name), root)
+                for folder, _, names in os.walk(root) for name in names)
+
+
+def _gray(path):
+  with Image.open(path) as image:
+    return np.asarray(image.convert('L'))
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+  out_dir = tmp_path_factory.mktemp('demo') / 'drive'
+  calls = []
+  summary = _generate(out_dir, progress=lambda done, total: calls.append((done, total)))
+  return out_dir, summary, calls
+
+
+def _records(out_dir):
+  """(image, 1st label, FOV mask) of every generated image."""
+  for folder, ids in (('training', range(21, 21 + N_TRAIN)), ('test', range(1, 1 + N_TEST))):
+    for image_id in ids:
+      name = f'{image_id:02d}'
+      with Image.open(out_dir / folder / 'images' / f'{name}_{folder}.tif') as image:
+        pixels = np.asarray(image)
+      yield (pixels, _gray(out_dir / folder / '1st_manual' / f'{name}_manual1.gif'),
+             _gray(out_dir / folder / 'mask' / f'{name}_{folder}_mask.gif'))
+
+
+def test_layout_and_names_are_drives(dataset):
+  out_dir, summary, _ = dataset
+  assert _files(out_dir) == [
+      'test/1st_manual/01_manual1.gif', 'test/1st_manual/02_manual1.gif',
+      'test/2nd_manual/01_manual2.gif', 'test/2nd_manual/02_manual2.gif',
+      'test/images/01_test.tif', 'test/images/02_test.tif',
+      'test/mask/01_test_mask.gif', 'test/mask/02_test_mask.gif',
+      'training/1st_manual/21_manual1.gif', 'training/1st_manual/22_manual1.gif',
+      'training/1st_manual/23_manual1.gif',
+      'training/images/21_training.tif', 'training/images/22_training.tif',
+      'training/images/23_training.tif',
+      'training/mask/21_training_mask.gif', 'training/mask/22_training_mask.gif',
+      'training/mask/23_training_mask.gif',
+  ]
+  assert summary['n_train'] == N_TRAIN and summary['n_test'] == N_TEST
+  # Nothing is left behind next to the dataset (the staging folder was renamed into place).
+  assert os.listdir(out_dir.parent) == [out_dir.name]
+
+
+def test_progress_is_reported_per_image(dataset):
+  _, _, calls = dataset
+  total = N_TRAIN + N_TEST
+  assert calls == [(done, total) for done in range(1, total + 1)]
+
+
+def test_formats_sizes_and_binary_maps(dataset):
+  out_dir, _, _ = dataset
+  for path in _files(out_dir):
+    with Image.open(out_dir / path) as image:
+      assert image.size == (WIDTH, HEIGHT), path
+      if path.endswith('.tif'):
+        assert (image.format, image.mode) == ('TIFF', 'RGB'), path
+      else:
+        assert (image.format, image.mode) == ('GIF', 'L'), path
+        assert set(np.unique(np.asarray(image.convert('L')))) <= {0, 255}, path
+
+
+def test_labels_lie_inside_the_circular_field_of_view(dataset):
+  out_dir, _, _ = dataset
+  for folder, manual in (('training', '1st_manual'), ('test', '1st_manual'), ('test', '2nd_manual')):
+    for name in os.listdir(out_dir / folder / manual):
+      image_id = name.split('_')[0]
+      label = _gray(out_dir / folder / manual / name)
+      fov = _gray(out_dir / folder / 'mask' / f'{image_id}_{folder}_mask.gif')
+      assert not np.any(label[fov == 0]), name
+      # The FOV is a disc about 0.95 of the width across.
+      assert 0.6 < np.mean(fov > 0) < 0.8
+
+
+def test_second_observer_differs_slightly_from_the_first(dataset):
+  out_dir, _, _ = dataset
+  first = _gray(out_dir / 'test' / '1st_manual' / '01_manual1.gif') > 0
+  second = _gray(out_dir / 'test' / '2nd_manual' / '01_manual2.gif') > 0
+  assert np.any(first != second)
+  assert np.sum(first & second) / np.sum(first | second) > 0.7
+
+
+def test_vessel_fraction_is_drive_like(dataset):
+  out_dir, summary, _ = dataset
+  for _, label, fov in _records(out_dir):
+    assert 0.07 <= np.mean(label[fov > 0] > 0) <= 0.18
+  assert 0.07 <= summary['vessel_fraction'] <= 0.18
+
+
+def test_green_channel_has_signal_but_does_not_solve_it(dataset):
+  out_dir, _, _ = dataset
+  darkness, vessel = [], []
+  for image, label, fov in _records(out_dir):
+    inside = fov > 0
+    darkness.append(255 - image[..., 1][inside].astype(int))
+    vessel.append(label[inside] > 0)
+  auc = roc_auc_score(np.concatenate(vessel), np.concatenate(darkness))
+  assert 0.6 < auc < 0.95
+
+
+def test_same_seed_gives_identical_files(dataset, tmp_path):
+  out_dir, _, _ = dataset
+  _generate(tmp_path / 'again')
+  assert _files(tmp_path / 'again') == _files(out_dir)
+  for path in _files(out_dir):
+    assert (tmp_path / 'again' / path).read_bytes() == (out_dir / path).read_bytes(), path
+
+
+def test_an_image_depends_only_on_seed_and_id(dataset, tmp_path):
+  out_dir, _, _ = dataset
+  _generate(tmp_path / 'fewer', n_train=1, n_test=1)
+  for path in _files(tmp_path / 'fewer'):
+    assert (tmp_path / 'fewer' / path).read_bytes() == (out_dir / path).read_bytes(), path
+
+
+def test_different_seed_gives_different_images(dataset, tmp_path):
+  out_dir, _, _ = dataset
+  _generate(tmp_path / 'other', seed=1, n_train=1, n_test=0)
+  for path in ('training/images/21_training.tif', 'training/1st_manual/21_manual1.gif'):
+    assert (tmp_path / 'other' / path).read_bytes() != (out_dir / path).read_bytes(), path
+
+
+def test_writes_into_an_existing_empty_folder(tmp_path):
+  (tmp_path / 'empty').mkdir()
+  _generate(tmp_path / 'empty', n_train=1, n_test=0)
+  assert 'training/images/21_training.tif' in _files(tmp_path / 'empty')
+
+
+def test_refuses_a_non_empty_folder_and_leaves_it_alone(tmp_path):
+  (tmp_path / 'taken').mkdir()
+  (tmp_path / 'taken' / 'keep.txt').write_text('mine')
+  with pytest.raises(FileExistsError, match='not an empty folder'):
+    _generate(tmp_path / 'taken')
+  assert _files(tmp_path / 'taken') == ['keep.txt']
+  (tmp_path / 'file').write_text('mine')
+  with pytest.raises(FileExistsError, match='not an empty folder'):
+    _generate(tmp_path / 'file')
+  assert sorted(os.listdir(tmp_path)) == ['file', 'taken']
+
+
+def test_a_failure_leaves_no_partial_dataset(tmp_path):
+  def fail_after_first(done, total):
+    raise RuntimeError('interrupted')
+
+  with pytest.raises(RuntimeError, match='interrupted'):
+    _generate(tmp_path / 'out', progress=fail_after_first)
+  assert os.listdir(tmp_path) == []
