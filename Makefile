@@ -20,7 +20,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 .PHONY: demo test venv clean
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/retina-tfx make-demo-data $(DEMO_DIR)/data
+	test -d $(DEMO_DIR)/data || $(VENV)/bin/retina-tfx make-demo-data $(DEMO_DIR)/data
 	$(VENV)/bin/retina-tfx run --data $(DEMO_DIR)/data --pipeline-root $(DEMO_DIR)/pipeline_root
 
 test: $(VENV)/.installed

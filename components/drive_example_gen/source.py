@@ -82,7 +82,7 @@ def _list_zip(path: str) -> List[FileRef]:
   try:
     with tf.io.gfile.GFile(path, 'rb') as f, zipfile.ZipFile(f) as archive:
       names = archive.namelist()
-  except zipfile.BadZipFile as e:
+  except (zipfile.BadZipFile, OSError, tf.errors.OpError) as e:
     raise DriveInputError(path, f'not a readable zip archive ({e})') from e
   refs = []
   for name in names:
@@ -203,7 +203,7 @@ def decode_file(ref: FileRef, expect_binary: bool) -> np.ndarray:
         pixels = np.asarray(image)
       else:
         raise DriveInputError(str(ref), f'expected an 8-bit RGB image, got PIL mode {image.mode}')
-  except (OSError, SyntaxError, ValueError, zipfile.BadZipFile) as e:
+  except (OSError, SyntaxError, ValueError, zipfile.BadZipFile, tf.errors.OpError) as e:
     if isinstance(e, DriveInputError):
       raise
     raise DriveInputError(str(ref), f'cannot be decoded as an image ({e})') from e

@@ -1,0 +1,69 @@
+"""Ingests the real DRIVE (skipped where ../shared/data/DRIVE is absent) and checks it pixel for pixel."""
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tfx.types import standard_artifacts
+
+from components.drive_example_gen import executor
+from conftest import REAL_DRIVE
+from models import constants
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(REAL_DRIVE), reason='real DRIVE not present')
+
+
+def _examples(split_dir):
+  files = glob.glob(os.path.join(split_dir, '*.gz'))
+  for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
+    yield tf.train.Example.FromString(record.numpy())
+
+
+def _png(example, key):
+  return tf.io.decode_png(example.features.feature[key].bytes_list.value[0]).numpy().squeeze()
+
+
+def _source(rel):
+  image = Image.open(os.path.join(REAL_DRIVE, rel))
+  return np.asarray(image if image.mode == 'RGB' else image.convert('L'))
+
+
+def test_real_drive_is_ingested_losslessly(tmp_path):
+  examples = standard_artifacts.Examples()
+  examples.uri = str(tmp_path / 'examples')
+  executor.Executor().Do({}, {'examples': [examples]}, {
+      'input_paths': f'["{os.path.abspath(REAL_DRIVE)}"]', 'eval_count': 4, 'split_seed': 0})
+
+  ids = {}
+  for split in constants.SPLITS:
+    ids[split] = []
+    for example in _examples(os.path.join(examples.uri, f'Split-{split}')):
+      feature = example.features.feature
+      image_id = feature[constants.IMAGE_ID_KEY].bytes_list.value[0].decode()
+      folder = 'test' if split == constants.TEST_SPLIT else 'training'
+      ids[split].append(image_id)
+      assert feature[constants.SOURCE_FILE_KEY].bytes_list.value[0].decode() == (
+          f'{folder}/images/{image_id}_{folder}.tif')
+      assert (feature[constants.HEIGHT_KEY].int64_list.value[0],
+              feature[constants.WIDTH_KEY].int64_list.value[0]) == (constants.IMAGE_HEIGHT,
+                                                                    constants.IMAGE_WIDTH)
+      np.testing.assert_array_equal(_png(example, constants.IMAGE_KEY),
+                                    _source(f'{folder}/images/{image_id}_{folder}.tif'))
+      np.testing.assert_array_equal(_png(example, constants.LABEL_KEY),
+                                    _source(f'{folder}/1st_manual/{image_id}_manual1.gif'))
+      np.testing.assert_array_equal(_png(example, constants.FOV_KEY),
+                                    _source(f'{folder}/mask/{image_id}_{folder}_mask.gif'))
+      if split == constants.TEST_SPLIT:
+        # DRIVE's 2nd_manual GIFs use gray levels 3/253; ingestion stores every map as 0/255.
+        second = _source(f'test/2nd_manual/{image_id}_manual2.gif')
+        assert set(np.unique(second)) == {3, 253}
+        np.testing.assert_array_equal(_png(example, constants.LABEL2_KEY),
+                                      np.where(second == 253, 255, 0))
+      else:
+        assert constants.LABEL2_KEY not in feature
+
+  assert [len(ids[s]) for s in constants.SPLITS] == [16, 4, 20]
+  assert sorted(ids['train'] + ids['eval'], key=int) == [str(i) for i in range(21, 41)]
+  assert sorted(ids['test']) == [f'{i:02d}' for i in range(1, 21)]
