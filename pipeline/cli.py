@@ -1,9 +1,11 @@
 """retina-tfx: command-line entry point.
 
-  retina-tfx make-demo-data OUT     write a synthetic DRIVE-like dataset in DRIVE's layout
-  retina-tfx run --data PATH ...    run the pipeline locally (LocalDagRunner, SQLite ML-Metadata)
+  retina-tfx make-demo-data OUT                write a synthetic DRIVE-like dataset in DRIVE's layout
+  retina-tfx run --data PATH ...               run the pipeline locally (LocalDagRunner, SQLite MLMD)
+  retina-tfx show-preprocessing IMAGE -o PNG   picture every preprocessing step of one image
 """
 import argparse
+import contextlib
 import datetime
 import logging
 import os
@@ -22,9 +24,8 @@ _FINISHED = re.compile(r'Component (\S+) is finished\.')
 class _ProgressPrinter(logging.Handler):
   """Turns LocalDagRunner's per-component log lines into a short progress display on stdout."""
 
-  def __init__(self, out=sys.stdout):
+  def __init__(self):
     super().__init__(level=logging.INFO)
-    self.out = out
     self.current = None
     self.started = 0.0
 
@@ -32,29 +33,47 @@ class _ProgressPrinter(logging.Handler):
     message = record.getMessage()
     if match := _RUNNING.fullmatch(message):
       self.current, self.started = match.group(1), time.monotonic()
-      print(f'  {self.current:<24} running ...', file=self.out, flush=True)
+      print(f'  {self.current:<24} running ...', flush=True)
     elif match := _FINISHED.fullmatch(message):
       print(f'  {match.group(1):<24} done in {time.monotonic() - self.started:.1f} s',
-            file=self.out, flush=True)
+            flush=True)
       self.current = None
 
 
-def _log_to_file(log_path: str) -> _ProgressPrinter:
+@contextlib.contextmanager
+def _logging_to_file(log_path: str):
   """Full logs (TFX, Beam, TF, warnings) go to `log_path`; the terminal shows progress only."""
   from absl import logging as absl_logging
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
-  root = logging.getLogger()
-  for handler in list(root.handlers):
-    root.removeHandler(handler)
+  root, absl_logger, tf_logger = (logging.getLogger(name) for name in ('', 'absl', 'tensorflow'))
+  saved_handlers, saved_level = list(root.handlers), root.level
+  saved_tf_handlers, saved_tf_propagate = list(tf_logger.handlers), tf_logger.propagate
   file_handler = logging.FileHandler(log_path)
   file_handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+  progress = _ProgressPrinter()
+  for handler in saved_handlers:
+    root.removeHandler(handler)
+  for handler in saved_tf_handlers:  # TensorFlow's logger prints to stderr on its own
+    tf_logger.removeHandler(handler)
+  tf_logger.propagate = True
   root.addHandler(file_handler)
   root.setLevel(logging.INFO)
   absl_logging.set_verbosity(absl_logging.INFO)
+  absl_logger.addHandler(progress)
   logging.captureWarnings(True)
-  progress = _ProgressPrinter()
-  logging.getLogger('absl').addHandler(progress)
-  return progress
+  try:
+    yield progress
+  finally:
+    logging.captureWarnings(False)
+    absl_logger.removeHandler(progress)
+    root.removeHandler(file_handler)
+    file_handler.close()
+    for handler in saved_handlers:
+      root.addHandler(handler)
+    root.setLevel(saved_level)
+    for handler in saved_tf_handlers:
+      tf_logger.addHandler(handler)
+    tf_logger.propagate = saved_tf_propagate
 
 
 def _user_message(error: BaseException) -> str:
@@ -91,24 +110,84 @@ def _cmd_run(args) -> int:
   from pipeline import configs, local_runner, metadata
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   log_path = os.path.join(os.path.abspath(args.pipeline_root), configs.LOG_DIR, f'run-{stamp}.log')
-  progress = _log_to_file(log_path)
-  print(f'retina-tfx: running pipeline on {", ".join(args.data)}\n'
+  print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
         f'  pipeline root: {os.path.abspath(args.pipeline_root)}\n  full log: {log_path}')
-  try:
-    local_runner.run(args.data, args.pipeline_root, beam_pipeline_args=args.beam_args,
-                     eval_count=args.eval_count, split_seed=args.split_seed,
-                     enable_cache=not args.no_cache)
-  except Exception as error:  # pylint: disable=broad-except
-    logging.exception('pipeline failed')
-    where = f'{progress.current} failed: ' if progress.current else ''
-    print(f'retina-tfx: error: {where}{_user_message(error)}\n  (full log: {log_path})',
-          file=sys.stderr)
-    return 1
+  with _logging_to_file(log_path) as progress:
+    try:
+      local_runner.run(args.data, args.pipeline_root, configs.PROFILES[args.profile],
+                       beam_pipeline_args=args.beam_args,
+                       eval_count=args.eval_count, split_seed=args.split_seed,
+                       enable_cache=not args.no_cache)
+    except Exception as error:  # pylint: disable=broad-except
+      logging.exception('pipeline failed')
+      where = f'{progress.current} failed: ' if progress.current else ''
+      print(f'retina-tfx: error: {where}{_user_message(error)}\n  (full log: {log_path})',
+            file=sys.stderr)
+      return 1
+    runs = metadata.latest_node_runs(metadata.open_store(args.pipeline_root), configs.PIPELINE_NAME)
   print('artifacts:')
-  for run in metadata.latest_node_runs(metadata.open_store(args.pipeline_root), configs.PIPELINE_NAME):
+  for run in runs:
     for key, uris in run.outputs.items():
       for uri in uris:
         print(f'  {run.node_id:<24} {run.state:<9} {key:<18} {uri}')
+  return 0
+
+
+def _read_rgb(path: str):
+  import numpy as np
+  from PIL import Image, UnidentifiedImageError
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert('RGB'))
+  except (OSError, UnidentifiedImageError) as error:
+    raise SystemExit(f'retina-tfx: error: {path}: cannot be read as an image ({error})') from error
+
+
+def _dataset_statistics(pipeline_root: str, rgb):
+  """FOV gray mean/std that the latest Transform run computed over its train split."""
+  import tensorflow as tf
+  import tensorflow_transform as tft
+  from models import preprocessing
+  from pipeline import configs, metadata
+  runs = {r.node_id: r for r in metadata.latest_node_runs(metadata.open_store(pipeline_root),
+                                                          configs.PIPELINE_NAME)}
+  if 'Transform' not in runs or runs['Transform'].state not in ('COMPLETE', 'CACHED'):
+    raise SystemExit(f'retina-tfx: error: {pipeline_root}: no completed Transform run recorded')
+  uri = runs['Transform'].outputs['transform_graph'][0]
+  outputs = tft.TFTransformOutput(uri).transform_features_layer()(
+      preprocessing.raw_features(tf.io.encode_png(rgb)))
+  return (float(outputs[preprocessing.FOV_GRAY_MEAN_KEY][0]),
+          float(outputs[preprocessing.FOV_GRAY_STD_KEY][0]), 'train split, latest Transform run')
+
+
+def _cmd_show_preprocessing(args) -> int:
+  import numpy as np
+  from models import preprocessing
+  from pipeline import configs, visualize
+  rgb = _read_rgb(args.image)
+  if args.fov:
+    fov = (_read_rgb(args.fov)[..., 0] > 127).astype(np.float32)
+    fov_source = args.fov
+  else:
+    fov = preprocessing.fov_from_image(rgb).numpy()
+    fov_source = 'computed from the image'
+  if fov.shape != rgb.shape[:2] or not fov.any():
+    raise SystemExit(f'retina-tfx: error: {args.fov or args.image}: FOV mask is empty or its size '
+                     'differs from the image')
+  gray = preprocessing.to_gray(rgb)
+  if args.pipeline_root:
+    mean, std, stats_source = _dataset_statistics(args.pipeline_root, rgb)
+  else:
+    fov_pixels = gray.numpy()[fov > 0.5]
+    mean, std, stats_source = float(fov_pixels.mean()), float(fov_pixels.std()), "this image's FOV"
+  config = configs.PROFILES[args.profile].preprocessing
+  steps = {k: v.numpy() for k, v in preprocessing.preprocessing_steps(gray, mean, std, config).items()}
+  caption = (f'{os.path.basename(args.image)}\nFOV: {fov_source}\n'
+             f'standardised with mean {mean:.2f}, std {std:.2f}\n  of FOV gray: {stats_source}\n'
+             f'CLAHE clip {config.clahe_clip_limit}, grid {config.clahe_tile_grid}x'
+             f'{config.clahe_tile_grid}\ngamma {config.gamma}')
+  visualize.write_png(args.output, visualize.preprocessing_strip(rgb, fov, steps, caption))
+  print(f'wrote {args.output}')
   return 0
 
 
@@ -131,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='DRIVE folder(s) and/or the official zip archive(s)')
   run.add_argument('--pipeline-root', default=configs.DEFAULT_PIPELINE_ROOT,
                    help='where artifacts, ML-Metadata (metadata.sqlite) and logs go')
+  run.add_argument('--profile', choices=sorted(configs.PROFILES), default=configs.DEFAULT_PROFILE,
+                   help='demo: fast, for the generated data; drive: follows the recipe on real DRIVE')
   run.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT,
                    help='training images held out for validation')
   run.add_argument('--split-seed', type=int, default=0, help='seed of the eval hold-out choice')
@@ -139,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help='Beam pipeline args, e.g. --direct_running_mode=multi_processing '
                         '--direct_num_workers=2 (must come last)')
   run.set_defaults(func=_cmd_run)
+
+  show = commands.add_parser('show-preprocessing', help='picture every preprocessing step of an image')
+  show.add_argument('image', help='fundus image (TIFF, PNG, JPEG, ...)')
+  show.add_argument('-o', '--output', required=True, help='PNG to write')
+  show.add_argument('--fov', help='FOV mask image (default: computed from the image)')
+  show.add_argument('--pipeline-root',
+                    help="use the dataset statistics of this pipeline root's latest Transform "
+                         "(default: the image's own FOV statistics)")
+  show.add_argument('--profile', choices=sorted(configs.PROFILES), default=configs.DEFAULT_PROFILE)
+  show.set_defaults(func=_cmd_show_preprocessing)
   return parser
 
 

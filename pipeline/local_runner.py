@@ -14,7 +14,8 @@ def _absolute(path: str) -> str:
   return path if '://' in path else os.path.abspath(path)
 
 
-def run(data_paths: Sequence[str], pipeline_root: str, beam_pipeline_args: Sequence[str] = (),
+def run(data_paths: Sequence[str], pipeline_root: str, profile: configs.Profile,
+        beam_pipeline_args: Sequence[str] = (),
         eval_count: int = constants.DEFAULT_EVAL_COUNT, split_seed: int = 0,
         enable_cache: bool = True) -> None:
   pipeline_root = _absolute(pipeline_root)
@@ -24,6 +25,7 @@ def run(data_paths: Sequence[str], pipeline_root: str, beam_pipeline_args: Seque
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=pipeline_root,
       data_paths=data_paths,
+      profile=profile,
       eval_count=eval_count,
       split_seed=split_seed,
       input_fingerprint=source.fingerprint(data_paths),

@@ -1,0 +1,74 @@
+"""PatchGen executor: a Beam FlatMap from each preprocessed image to its patches."""
+import hashlib
+import json
+import os
+from typing import Any, Dict, Iterator, List
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tfx import types
+from tfx.components.example_gen import write_split
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+
+from models import constants, patches
+
+_FILE_FORMAT = example_gen_pb2.FORMAT_TFRECORDS_GZIP
+
+
+def _map(features, key: str, height: int, width: int) -> np.ndarray:
+  return np.asarray(features[key].float_list.value, np.float32).reshape(height, width)
+
+
+def extract_patches(serialized: bytes, patches_per_image: int, patch_size: int, seed: int
+                    ) -> Iterator[bytes]:
+  """`patches_per_image` windows whose centre pixel lies inside the FOV, seeded by (seed, image id),
+  so the result does not depend on how Beam distributes the images."""
+  features = tf.train.Example.FromString(serialized).features.feature
+  image_id = features[constants.IMAGE_ID_KEY].bytes_list.value[0]
+  height = features[constants.HEIGHT_KEY].int64_list.value[0]
+  width = features[constants.WIDTH_KEY].int64_list.value[0]
+  image, label, fov = (_map(features, key, height, width) for key in patches.MAP_KEYS)
+  half = patch_size // 2
+  # Top-left corners of windows that fit in the image and whose centre is inside the FOV.
+  corners = np.argwhere(fov[half:height - patch_size + half + 1, half:width - patch_size + half + 1] > 0.5)
+  if not len(corners):
+    raise ValueError(f'image {image_id.decode()}: no {patch_size}x{patch_size} patch has its centre '
+                     'inside the FOV')
+  image_seed = int.from_bytes(hashlib.sha256(image_id).digest()[:8], 'little')
+  rng = np.random.default_rng([seed, image_seed])
+  for row, col in corners[rng.integers(len(corners), size=patches_per_image)]:
+    window = np.s_[row:row + patch_size, col:col + patch_size]
+    yield patches.encode(image_id, int(row), int(col), image[window], label[window], fov[window])
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    transformed = artifact_utils.get_single_instance(input_dict['transformed_examples'])
+    output = artifact_utils.get_single_instance(output_dict['patches'])
+    splits = json.loads(exec_properties['splits'])
+    patches_per_image = exec_properties['patches_per_image']
+    patch_size = exec_properties['patch_size']
+    output.split_names = artifact_utils.encode_split_names(splits)
+    with self._make_beam_pipeline() as pipeline:
+      for split in splits:
+        input_pattern = os.path.join(artifact_utils.get_split_uri([transformed], split), '*')
+        _ = (pipeline
+             | f'Read[{split}]' >> beam.io.ReadFromTFRecord(input_pattern)
+             | f'Extract[{split}]' >> beam.FlatMap(extract_patches, patches_per_image, patch_size,
+                                                   exec_properties['seed'])
+             | f'WriteSplit[{split}]' >> write_split.WriteSplit(
+                 artifact_utils.get_split_uri([output], split), _FILE_FORMAT))
+    examples_utils.set_payload_format(output, example_gen_pb2.FORMAT_TF_EXAMPLE)
+    examples_utils.set_file_format(output, write_split.to_file_format_str(_FILE_FORMAT))
+    output.set_int_custom_property('patch_size', patch_size)
+    output.set_int_custom_property('patches_per_image', patches_per_image)
+    logging.info('PatchGen: %d patches of %dx%d per image for splits %s', patches_per_image,
+                 patch_size, patch_size, splits)

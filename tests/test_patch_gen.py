@@ -1,0 +1,57 @@
+"""PatchGen's patch sampling: inside the image, centred in the FOV, seeded per image, lossless."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.patch_gen.executor import extract_patches
+from models import constants, patches
+
+
+def _transformed_example(image_id=b'21', height=40, width=50, fov_box=(10, 30, 12, 40)):
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (height, width)) / 255.0
+  label = (rng.random((height, width)) > 0.7).astype(np.float32)
+  fov = np.zeros((height, width), np.float32)
+  top, bottom, left, right = fov_box
+  fov[top:bottom, left:right] = 1
+  feature = {
+      constants.IMAGE_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id])),
+      constants.HEIGHT_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[height])),
+      constants.WIDTH_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[width])),
+  }
+  for key, values in ((constants.IMAGE_KEY, image), (constants.LABEL_KEY, label),
+                      (constants.FOV_KEY, fov)):
+    feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values.ravel()))
+  serialized = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+  return serialized, image.astype(np.float32), label, fov
+
+
+def test_patches_are_exact_windows_centred_inside_the_fov():
+  serialized, image, label, fov = _transformed_example()
+  size = 8
+  parsed = patches.parse(tf.constant(list(extract_patches(serialized, 200, size, seed=0))), size)
+  assert parsed[constants.IMAGE_KEY].shape == (200, size, size, 1)
+  for i in range(200):
+    row, col = int(parsed[patches.ROW_KEY][i]), int(parsed[patches.COL_KEY][i])
+    assert 0 <= row <= image.shape[0] - size and 0 <= col <= image.shape[1] - size
+    assert fov[row + size // 2, col + size // 2] == 1
+    window = np.s_[row:row + size, col:col + size]
+    np.testing.assert_allclose(parsed[constants.IMAGE_KEY][i, ..., 0], image[window], atol=1e-7)
+    np.testing.assert_array_equal(parsed[constants.LABEL_KEY][i, ..., 0], label[window])
+    np.testing.assert_array_equal(parsed[constants.FOV_KEY][i, ..., 0], fov[window])
+
+
+def test_sampling_is_seeded_per_image_and_seed():
+  serialized, *_ = _transformed_example()
+  first = list(extract_patches(serialized, 20, 8, seed=0))
+  assert first == list(extract_patches(serialized, 20, 8, seed=0))
+  assert first != list(extract_patches(serialized, 20, 8, seed=1))
+  other_image, *_ = _transformed_example(image_id=b'22')
+  rows = lambda records: patches.parse(tf.constant(records), 8)[patches.ROW_KEY].numpy().tolist()
+  assert rows(first) != rows(list(extract_patches(other_image, 20, 8, seed=0)))
+
+
+def test_an_image_without_room_for_a_patch_in_its_fov_is_an_error():
+  serialized, *_ = _transformed_example(fov_box=(0, 2, 0, 2))
+  with pytest.raises(ValueError, match="image 21: no 8x8 patch has its centre inside the FOV"):
+    list(extract_patches(serialized, 5, 8, seed=0))
