@@ -3,6 +3,8 @@
   retina-tfx make-demo-data OUT                write a synthetic DRIVE-like dataset in DRIVE's layout
   retina-tfx run --data PATH ...               run the pipeline locally (LocalDagRunner, SQLite MLMD)
   retina-tfx show-preprocessing IMAGE -o PNG   picture every preprocessing step of one image
+  retina-tfx predict --model DIR --input ...   vessel probability maps for image files
+  retina-tfx benchmark --data DRIVE --output D run on DRIVE and score the model on its test images
 """
 import argparse
 import contextlib
@@ -19,6 +21,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 _RUNNING = re.compile(r'Component (\S+) is running\.')
 _FINISHED = re.compile(r'Component (\S+) is finished\.')
+_EPOCH = re.compile(r'Trainer: epoch \d+: .*')  # models.training.ProgressLog, once per epoch
 
 
 class _ProgressPrinter(logging.Handler):
@@ -38,6 +41,8 @@ class _ProgressPrinter(logging.Handler):
       print(f'  {match.group(1):<24} done in {time.monotonic() - self.started:.1f} s',
             flush=True)
       self.current = None
+    elif _EPOCH.fullmatch(message):
+      print(f'    {message[len("Trainer: "):]} ({time.monotonic() - self.started:.0f} s)', flush=True)
 
 
 @contextlib.contextmanager
@@ -106,7 +111,8 @@ def _cmd_make_demo_data(args) -> int:
   return 0
 
 
-def _cmd_run(args) -> int:
+def _run_pipeline(args):
+  """Runs the pipeline with progress on the terminal; returns MLMD's node runs, or None on failure."""
   from pipeline import configs, local_runner, metadata
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   log_path = os.path.join(os.path.abspath(args.pipeline_root), configs.LOG_DIR, f'run-{stamp}.log')
@@ -123,13 +129,64 @@ def _cmd_run(args) -> int:
       where = f'{progress.current} failed: ' if progress.current else ''
       print(f'retina-tfx: error: {where}{_user_message(error)}\n  (full log: {log_path})',
             file=sys.stderr)
-      return 1
-    runs = metadata.latest_node_runs(metadata.open_store(args.pipeline_root), configs.PIPELINE_NAME)
+      return None
+    return metadata.latest_node_runs(metadata.open_store(args.pipeline_root), configs.PIPELINE_NAME)
+
+
+def _cmd_run(args) -> int:
+  runs = _run_pipeline(args)
+  if runs is None:
+    return 1
   print('artifacts:')
   for run in runs:
     for key, uris in run.outputs.items():
       for uri in uris:
         print(f'  {run.node_id:<24} {run.state:<9} {key:<18} {uri}')
+  return 0
+
+
+def _cmd_predict(args) -> int:
+  from pipeline import predict
+  try:
+    model = predict.VesselModel(args.model)
+    print(f'retina-tfx: predicting with {model.path}')
+    failures = predict.predict_files(model, args.input, args.output, fov_dir=args.fov,
+                                     with_overlay=args.overlay)
+  except predict.PredictError as error:
+    print(f'retina-tfx: error: {error}', file=sys.stderr)
+    return 1
+  for problem in failures.values():
+    print(f'retina-tfx: error: {problem}', file=sys.stderr)
+  return 1 if failures else 0
+
+
+def _cmd_benchmark(args) -> int:
+  import json
+  from pipeline import benchmark, predict
+  args.pipeline_root = os.path.join(args.output, 'pipeline_root')
+  runs = _run_pipeline(args)
+  if runs is None:
+    return 1
+  trainer = next(r for r in runs if r.node_id == 'Trainer')
+  with open(os.path.join(trainer.outputs['model_run'][0], 'training.json')) as f:
+    training = json.load(f)
+  serving_dir = benchmark.publish(os.path.join(trainer.outputs['model'][0], 'Format-Serving'),
+                                  os.path.join(args.output, 'serving_model'))
+  print(f'retina-tfx: scoring {serving_dir} on the test images')
+  scores = benchmark.score_test_images(predict.VesselModel(serving_dir), args.data)
+  result = {
+      'command': 'retina-tfx ' + ' '.join(args.argv),
+      'profile': args.profile, 'architecture': training['config']['model']['architecture'],
+      'parameters': training['parameters'], 'training_seconds': training['training_seconds'],
+      'serving_model': serving_dir, 'scores': scores,
+  }
+  path = benchmark.write_result(args.output, result)
+  benchmark.append_row(args.benchmarks_file, result)
+  print(f'  training wall time  {training["training_seconds"] / 60:.1f} min')
+  for key in ('auc_roc', 'auc_pr', 'accuracy', 'sensitivity', 'specificity', 'f1',
+              'predict_seconds_per_image'):
+    print(f'  {key:<19} {scores[key]:.4f}')
+  print(f'  scores: {path}; row appended to {args.benchmarks_file}')
   return 0
 
 
@@ -191,8 +248,23 @@ def _cmd_show_preprocessing(args) -> int:
   return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_pipeline_arguments(parser, default_profile: str) -> None:
   from models import constants
+  from pipeline import configs
+  parser.add_argument('--data', nargs='+', required=True,
+                      help='DRIVE folder(s) and/or the official zip archive(s)')
+  parser.add_argument('--profile', choices=sorted(configs.PROFILES), default=default_profile,
+                      help='demo: fast, for the generated data; drive: follows the recipe on DRIVE')
+  parser.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT,
+                      help='training images held out for validation')
+  parser.add_argument('--split-seed', type=int, default=0, help='seed of the eval hold-out choice')
+  parser.add_argument('--no-cache', action='store_true', help='re-run every component')
+  parser.add_argument('--beam-args', nargs=argparse.REMAINDER, default=[],
+                      help='Beam pipeline args, e.g. --direct_running_mode=multi_processing '
+                           '--direct_num_workers=2 (must come last)')
+
+
+def build_parser() -> argparse.ArgumentParser:
   from pipeline import configs
   parser = argparse.ArgumentParser(prog='retina-tfx', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -206,20 +278,28 @@ def build_parser() -> argparse.ArgumentParser:
   demo.set_defaults(func=_cmd_make_demo_data)
 
   run = commands.add_parser('run', help='run the pipeline locally')
-  run.add_argument('--data', nargs='+', required=True,
-                   help='DRIVE folder(s) and/or the official zip archive(s)')
   run.add_argument('--pipeline-root', default=configs.DEFAULT_PIPELINE_ROOT,
                    help='where artifacts, ML-Metadata (metadata.sqlite) and logs go')
-  run.add_argument('--profile', choices=sorted(configs.PROFILES), default=configs.DEFAULT_PROFILE,
-                   help='demo: fast, for the generated data; drive: follows the recipe on real DRIVE')
-  run.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT,
-                   help='training images held out for validation')
-  run.add_argument('--split-seed', type=int, default=0, help='seed of the eval hold-out choice')
-  run.add_argument('--no-cache', action='store_true', help='re-run every component')
-  run.add_argument('--beam-args', nargs=argparse.REMAINDER, default=[],
-                   help='Beam pipeline args, e.g. --direct_running_mode=multi_processing '
-                        '--direct_num_workers=2 (must come last)')
+  _add_pipeline_arguments(run, default_profile=configs.DEFAULT_PROFILE)
   run.set_defaults(func=_cmd_run)
+
+  bench = commands.add_parser('benchmark', help='run the pipeline on DRIVE and score the model on '
+                              'its test images')
+  bench.add_argument('--output', required=True,
+                     help='folder for pipeline_root/, serving_model/ and benchmark.json')
+  bench.add_argument('--benchmarks-file', default='BENCHMARKS.md', help='table to append a row to')
+  _add_pipeline_arguments(bench, default_profile='drive')
+  bench.set_defaults(func=_cmd_benchmark)
+
+  pred = commands.add_parser('predict', help='vessel probability maps for image files')
+  pred.add_argument('--model', required=True,
+                    help='a SavedModel, or a serving folder of numbered versions (latest is used)')
+  pred.add_argument('--input', nargs='+', required=True, help='image files and/or folders')
+  pred.add_argument('--output', required=True, help='folder for <stem>.png maps (0..255)')
+  pred.add_argument('--fov', help='folder of FOV masks named <stem>.* or <stem>_mask.* '
+                    '(default: computed from each image)')
+  pred.add_argument('--overlay', action='store_true', help='also write <stem>_overlay.png')
+  pred.set_defaults(func=_cmd_predict)
 
   show = commands.add_parser('show-preprocessing', help='picture every preprocessing step of an image')
   show.add_argument('image', help='fundus image (TIFF, PNG, JPEG, ...)')
@@ -234,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = build_parser().parse_args(argv)
+  args.argv = argv
   return args.func(args)
 
 

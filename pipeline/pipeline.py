@@ -26,7 +26,7 @@ def create_pipeline(
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
   """ExampleGen -> statistics -> validation against the curated schema -> DataGate -> Transform
-  -> PatchGen."""
+  -> PatchGen -> Trainer."""
   example_gen = DriveExampleGen(input_paths=data_paths, eval_count=eval_count,
                                 split_seed=split_seed, input_fingerprint=input_fingerprint)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
@@ -45,11 +45,16 @@ def create_pipeline(
       # TFDV statistics over 330k-value pixel lists per image cost minutes and tell nothing.
       disable_statistics=True)
   patch_gen = PatchGen(transformed_examples=transform.outputs['transformed_examples'],
-                       patches_per_image=profile.patches_per_image, patch_size=profile.patch_size,
-                       seed=split_seed)
+                       patches_per_image=profile.patches_per_image,
+                       patch_size=profile.training.patch_size, seed=split_seed)
+  trainer = tfx.components.Trainer(
+      run_fn='models.training.run_fn',
+      examples=patch_gen.outputs['patches'],
+      transform_graph=transform.outputs['transform_graph'],
+      custom_config=profile.training.to_custom_config())
   components: List[tfx.dsl.components.base.base_node.BaseNode] = [
       example_gen, statistics_gen, schema_importer, example_validator, data_gate, transform,
-      patch_gen]
+      patch_gen, trainer]
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,

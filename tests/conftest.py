@@ -21,6 +21,28 @@ def tiny_drive(tmp_path_factory):
   return out
 
 
+# What the pipeline tests run: the smoke profile keeps training to seconds.
+PIPELINE_ARGS = ('--eval-count', '1', '--profile', 'smoke')
+
+
+@pytest.fixture(scope='session')
+def demo_drive(tmp_path_factory):
+  """Full DRIVE geometry (the schema pins it), few images to keep runs short."""
+  out = tmp_path_factory.mktemp('demo') / 'DRIVE'
+  demo_data.generate(str(out), seed=3, n_train=5, n_test=2)
+  return out
+
+
+@pytest.fixture(scope='session')
+def demo_run(demo_drive, tmp_path_factory):
+  """One in-memory run of the whole pipeline; the tests that inspect artifacts share it."""
+  from pipeline import cli
+  root = tmp_path_factory.mktemp('run') / 'root'
+  assert cli.main(['run', '--data', str(demo_drive), '--pipeline-root', str(root),
+                   *PIPELINE_ARGS]) == 0
+  return root
+
+
 @pytest.fixture
 def drive_copy(tiny_drive, tmp_path):
   """A private, modifiable copy of tiny_drive."""

@@ -1,8 +1,6 @@
 """DRIVE listing, pairing, splitting and decoding: strict about every way the input can be wrong."""
 import io
-import os
 import shutil
-import zipfile
 
 import numpy as np
 import pytest

@@ -8,14 +8,14 @@ import tensorflow_transform as tft
 from ml_metadata.proto import metadata_store_pb2
 
 import bad_inputs
-from conftest import tree_digest
+from conftest import PIPELINE_ARGS, tree_digest
 from models import constants, patches, preprocessing
-from pipeline import cli, configs, demo_data, metadata
+from pipeline import cli, configs, metadata
 
 COMPONENTS = ['DriveExampleGen', 'ImportSchemaGen', 'StatisticsGen', 'ExampleValidator', 'DataGate',
-              'Transform', 'PatchGen']
+              'Transform', 'PatchGen', 'Trainer']
 LIVE = metadata_store_pb2.Artifact.LIVE
-DEMO = configs.PROFILES['demo']
+SMOKE = configs.PROFILES['smoke']
 
 
 def _run(capsys, data, root, *extra):
@@ -39,24 +39,6 @@ def _node_runs(root):
                                                            configs.PIPELINE_NAME)}
 
 
-@pytest.fixture(scope='module')
-def demo_drive(tmp_path_factory):
-  """Full DRIVE geometry (the schema pins it), few images to keep the run short."""
-  out = tmp_path_factory.mktemp('demo') / 'DRIVE'
-  demo_data.generate(str(out), seed=3, n_train=5, n_test=2)
-  return out
-
-
-@pytest.fixture(scope='module')
-def demo_run(demo_drive, tmp_path_factory):
-  """One in-memory run of the whole pipeline, shared by the tests that inspect its artifacts."""
-  root = tmp_path_factory.mktemp('run') / 'root'
-  code = cli.main(['run', '--data', str(demo_drive), '--pipeline-root', str(root),
-                   '--eval-count', '1'])
-  assert code == 0
-  return root
-
-
 def test_pipeline_runs_end_to_end_and_mlmd_records_every_component(demo_run):
   runs = _node_runs(demo_run)
   assert sorted(runs) == sorted(COMPONENTS)
@@ -69,11 +51,11 @@ def test_pipeline_runs_end_to_end_and_mlmd_records_every_component(demo_run):
       == counts  # one output row per image
   patches_uri = runs['PatchGen'].outputs['patches'][0]
   assert {s: len(_records(os.path.join(patches_uri, f'Split-{s}'))) for s in ('train', 'eval')} == {
-      'train': 4 * DEMO.patches_per_image, 'eval': DEMO.patches_per_image}
+      'train': 4 * SMOKE.patches_per_image, 'eval': SMOKE.patches_per_image}
 
 
 def test_cli_reports_progress_and_artifacts_and_reuses_the_cache(demo_run, demo_drive, capsys):
-  code, out, err = _run(capsys, demo_drive, demo_run, '--eval-count', '1')
+  code, out, err = _run(capsys, demo_drive, demo_run, *PIPELINE_ARGS)
   assert code == 0, err
   for component in COMPONENTS:
     assert f'{component:<24} done in' in out  # progress per component
@@ -98,10 +80,10 @@ def test_serving_transform_matches_materialised_patches(demo_run):
   label = preprocessing.decode_mask(encoded[constants.LABEL_KEY]).numpy()
 
   patch_records = _records(os.path.join(runs['PatchGen'].outputs['patches'][0], 'Split-train'))
-  parsed = patches.parse(tf.constant(patch_records), DEMO.patch_size)
+  parsed = patches.parse(tf.constant(patch_records), SMOKE.training.patch_size)
   mine = np.flatnonzero(parsed[constants.IMAGE_ID_KEY].numpy() == image_id)
-  assert len(mine) == DEMO.patches_per_image
-  size = DEMO.patch_size
+  assert len(mine) == SMOKE.patches_per_image
+  size = SMOKE.training.patch_size
   for i in mine:
     row, col = int(parsed[patches.ROW_KEY][i]), int(parsed[patches.COL_KEY][i])
     window = np.s_[row:row + size, col:col + size]
@@ -112,13 +94,13 @@ def test_serving_transform_matches_materialised_patches(demo_run):
 
 def test_multi_processing_beam_gives_the_same_patches(demo_run, demo_drive, tmp_path, capsys):
   root = tmp_path / 'mp'
-  code, out, err = _run(capsys, demo_drive, root, '--eval-count', '1', '--beam-args',
+  code, out, err = _run(capsys, demo_drive, root, *PIPELINE_ARGS, '--beam-args',
                         '--direct_running_mode=multi_processing', '--direct_num_workers=2')
   assert code == 0, err
 
   def patch_keys(run_root, split):
     uri = _node_runs(run_root)['PatchGen'].outputs['patches'][0]
-    parsed = patches.parse(tf.constant(_records(os.path.join(uri, f'Split-{split}'))), DEMO.patch_size)
+    parsed = patches.parse(tf.constant(_records(os.path.join(uri, f'Split-{split}'))), SMOKE.training.patch_size)
     return sorted(zip(parsed[constants.IMAGE_ID_KEY].numpy(), parsed[patches.ROW_KEY].numpy(),
                       parsed[patches.COL_KEY].numpy()))
 
@@ -130,7 +112,7 @@ def test_schema_gate_stops_the_run_and_names_the_anomaly(tiny_drive, tmp_path, c
   # tiny_drive is well-formed DRIVE layout, so ingestion succeeds, but its 64x60 images break the
   # curated schema's image geometry: the gate must stop the run and say which features are wrong.
   root = tmp_path / 'root'
-  code, out, err = _run(capsys, tiny_drive, root, '--eval-count', '1')
+  code, out, err = _run(capsys, tiny_drive, root, *PIPELINE_ARGS)
   assert code == 1
   assert 'DataGate failed' in err
   assert "feature 'height'" in err and "feature 'width'" in err
@@ -147,7 +129,7 @@ def test_bad_input_fails_cleanly_without_recording_examples(case, tiny_drive, tm
   data, culprit, problem = bad_inputs.CASES[case](tiny_drive, tmp_path)
   before = tree_digest(data) if os.path.exists(data) else None
   root = tmp_path / 'root'
-  code, out, err = _run(capsys, data, root, '--eval-count', '1')
+  code, out, err = _run(capsys, data, root, *PIPELINE_ARGS)
   assert code == 1
   error_lines = [line for line in err.splitlines() if line.startswith('retina-tfx: error:')]
   assert len(error_lines) == 1, err

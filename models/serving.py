@@ -1,0 +1,83 @@
+"""The exported SavedModel: encoded fundus images in, per-pixel vessel probabilities out.
+
+The transform graph is inside, so serving preprocesses exactly as training did, and the model runs
+fully-convolutionally on the whole image (padded to the model's stride, cropped back).
+
+Signatures:
+  serving_default(images)              [B] PNG/JPEG/BMP/GIF bytes -> probabilities [B, H, W], fov
+  serving_with_fov(images, fovs)       the same with FOV mask bytes ('' = compute from the image)
+  predict_examples(examples)           serialized raw tf.Examples -> probabilities [B, H*W] (TFMA)
+  transform_features(examples)         serialized raw tf.Examples -> transformed features (dense)
+Images of one call must share a size. TIFF is not decodable by TensorFlow's own ops (DRIVE's are
+LZW-compressed), so clients such as `retina-tfx predict` convert it to PNG, losslessly, first.
+"""
+from typing import Dict, Optional
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from models import constants, preprocessing
+from models.model import ModelConfig, model_stride
+
+PROBABILITIES_KEY = 'probabilities'
+_IMAGES = tf.TensorSpec([None], tf.string, name='images')
+_FOVS = tf.TensorSpec([None], tf.string, name='fovs')
+_EXAMPLES = tf.TensorSpec([None], tf.string, name='examples')
+# Raw features the transform graph reads; the rest of the raw schema is not needed to serve.
+_TRANSFORM_INPUTS = (constants.IMAGE_ID_KEY, constants.IMAGE_KEY, constants.LABEL_KEY,
+                     constants.FOV_KEY)
+
+
+def _dense(transformed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+  return {k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v
+          for k, v in transformed.items()}
+
+
+def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str,
+           model_config: ModelConfig, flip_average: bool = False) -> None:
+  tft_output = tft.TFTransformOutput(transform_output_dir)
+  model.tft_layer = tft_output.transform_features_layer()  # attribute: saved with the model
+  stride = model_stride(model_config)
+  raw_spec = {k: v for k, v in tft_output.raw_feature_spec().items() if k in _TRANSFORM_INPUTS}
+
+  def probabilities(transformed):
+    image = preprocessing.unflatten(transformed, constants.IMAGE_KEY)[..., tf.newaxis]
+    height, width = tf.shape(image)[1], tf.shape(image)[2]
+    padded = tf.pad(image, [[0, 0], [0, -height % stride], [0, -width % stride], [0, 0]])
+    maps = model(padded, training=False)
+    if flip_average:
+      # Mean with the prediction of the mirrored image: vessels have no handedness, and the two
+      # views' errors are partly independent (costs one more forward pass).
+      mirrored = tf.reverse(model(tf.reverse(padded, axis=[2]), training=False), axis=[2])
+      maps = (maps + mirrored) / 2.0
+    return maps[:, :height, :width, 0]
+
+  def serve_images(images, fovs: Optional[tf.Tensor]):
+    transformed = model.tft_layer(preprocessing.raw_features(images, fovs))
+    return {PROBABILITIES_KEY: probabilities(transformed),
+            constants.FOV_KEY: preprocessing.unflatten(transformed, constants.FOV_KEY)}
+
+  def transform_examples(examples):
+    return model.tft_layer(tf.io.parse_example(examples, raw_spec))
+
+  @tf.function(input_signature=[_IMAGES])
+  def serve(images):
+    return serve_images(images, None)
+
+  @tf.function(input_signature=[_IMAGES, _FOVS])
+  def serve_with_fov(images, fovs):
+    return serve_images(images, fovs)
+
+  @tf.function(input_signature=[_EXAMPLES])
+  def predict_examples(examples):
+    maps = probabilities(transform_examples(examples))
+    return {PROBABILITIES_KEY: tf.reshape(maps, [tf.shape(maps)[0], -1])}
+
+  @tf.function(input_signature=[_EXAMPLES])
+  def transform_features(examples):
+    return _dense(transform_examples(examples))
+
+  model.save(serving_model_dir, save_format='tf', signatures={
+      'serving_default': serve, 'serving_with_fov': serve_with_fov,
+      'predict_examples': predict_examples, 'transform_features': transform_features})

@@ -1,0 +1,205 @@
+"""The Trainer's run_fn: patches in, a whole-image vessel model out.
+
+Loss: binary cross-entropy plus soft Dice, both over FOV pixels only. Vessels are ~12 % of the FOV:
+cross-entropy keeps probabilities calibrated, which the AUC ranking needs; Dice weighs the minority
+class as much as the background, which keeps thin vessels above the 0.5 threshold that
+Se/F1 are read at. Pixels outside the FOV are never scored, so they are never trained on either.
+"""
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+from models import constants, model as model_lib, patches, serving
+
+SHUFFLE_BUFFER = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+  patch_size: int = constants.PATCH_SIZE
+  batch_size: int = 32
+  epochs: int = 20
+  steps_per_epoch: int = 200
+  validation_steps: int = 40
+  learning_rate: float = 2e-3
+  early_stopping_patience: int = 5
+  max_minutes: Optional[float] = None   # wall-time budget; training stops at the epoch past it
+  dice_weight: float = 0.5
+  serving_flip_average: bool = True   # exported model averages with its mirror-image prediction
+  seed: int = 0
+  model: model_lib.ModelConfig = model_lib.ModelConfig()
+
+  def to_custom_config(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_custom_config(cls, custom_config: Dict[str, Any]) -> 'TrainingConfig':
+    values = dict(custom_config)
+    values['model'] = model_lib.ModelConfig(**values.get('model', {}))
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+def choose_strategy():
+  """MirroredStrategy across all GPUs with mixed precision when there are GPUs; else the default
+  (CPU) strategy in float32, where float16 only slows things down."""
+  gpus = tf.config.list_physical_devices('GPU')
+  if gpus:
+    keras.mixed_precision.set_global_policy('mixed_float16')
+    return tf.distribute.MirroredStrategy()
+  keras.mixed_precision.set_global_policy('float32')
+  return tf.distribute.get_strategy()
+
+
+def augment(image: tf.Tensor, label: tf.Tensor, fov: tf.Tensor, seed: tf.Tensor):
+  """Random flips and 90-degree rotations moving image, label and FOV together, and mild
+  brightness/contrast jitter of the image alone. All [P, P, 1]; `seed` is a stateless [2] seed."""
+  stacked = tf.concat([image, label, fov], axis=-1)
+  seeds = tf.random.experimental.stateless_split(seed, num=5)
+  stacked = tf.image.stateless_random_flip_left_right(stacked, seeds[0])
+  stacked = tf.image.stateless_random_flip_up_down(stacked, seeds[1])
+  turns = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
+  stacked = tf.image.rot90(stacked, turns)
+  image, label, fov = tf.split(stacked, 3, axis=-1)
+  image = tf.image.stateless_random_contrast(image, 0.9, 1.1, seeds[3])
+  image = tf.image.stateless_random_brightness(image, 0.05, seeds[4])
+  return tf.clip_by_value(image, 0.0, 1.0), label, fov
+
+
+def _targets(label: tf.Tensor, fov: tf.Tensor) -> tf.Tensor:
+  """Label and FOV travel together as y_true [.., 2] so loss and metrics can mask by the FOV."""
+  return tf.concat([label, fov], axis=-1)
+
+
+def make_dataset(file_patterns, config: TrainingConfig, training: bool) -> tf.data.Dataset:
+  files = tf.io.gfile.glob(file_patterns) if isinstance(file_patterns, str) else [
+      f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
+  if not files:
+    raise ValueError(f'no patch files match {file_patterns}')
+  dataset = tf.data.TFRecordDataset(sorted(files), compression_type='GZIP',
+                                    num_parallel_reads=tf.data.AUTOTUNE)
+  if training:
+    dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=config.seed).repeat()
+  dataset = dataset.batch(config.batch_size, drop_remainder=training)
+  dataset = dataset.map(lambda serialized: patches.parse(serialized, config.patch_size),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.unbatch() if training else dataset
+  if training:
+    dataset = tf.data.Dataset.zip((dataset, tf.data.Dataset.random(seed=config.seed).batch(2)))
+    dataset = dataset.map(
+        lambda p, seed: augment(p[constants.IMAGE_KEY], p[constants.LABEL_KEY],
+                                p[constants.FOV_KEY], seed),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(config.batch_size, drop_remainder=True)
+  else:
+    dataset = dataset.map(lambda p: (p[constants.IMAGE_KEY], p[constants.LABEL_KEY],
+                                     p[constants.FOV_KEY]))
+    dataset = dataset.repeat()
+  return dataset.map(lambda image, label, fov: (image, _targets(label, fov))).prefetch(
+      tf.data.AUTOTUNE)
+
+
+class FovLoss(keras.losses.Loss):
+  """BCE + dice_weight * (1 - soft Dice), both over FOV pixels only (see module docstring)."""
+
+  def __init__(self, dice_weight: float = 0.5, name: str = 'fov_bce_dice', **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.dice_weight = dice_weight
+
+  def call(self, y_true, y_pred):
+    label, fov = y_true[..., 0:1], y_true[..., 1:2]
+    y_pred = tf.cast(y_pred, tf.float32)
+    bce = keras.backend.binary_crossentropy(label, y_pred)
+    bce = tf.reduce_sum(bce * fov, axis=[1, 2, 3]) / tf.maximum(tf.reduce_sum(fov, axis=[1, 2, 3]), 1.0)
+    overlap = tf.reduce_sum(label * y_pred * fov, axis=[1, 2, 3])
+    total = tf.reduce_sum((label + y_pred) * fov, axis=[1, 2, 3])
+    dice = (2.0 * overlap + 1.0) / (total + 1.0)
+    return bce + self.dice_weight * (1.0 - dice)
+
+  def get_config(self):
+    return {**super().get_config(), 'dice_weight': self.dice_weight}
+
+
+class FovAUC(keras.metrics.AUC):
+  """Keras' AUC over FOV pixels: the FOV channel of y_true becomes the sample weight."""
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    return super().update_state(y_true[..., 0:1], y_pred, sample_weight=y_true[..., 1:2])
+
+
+class TimeBudget(keras.callbacks.Callback):
+  """Stops training at the end of the first epoch that ends past the wall-time budget."""
+
+  def __init__(self, max_minutes: Optional[float]):
+    super().__init__()
+    self.max_seconds = None if max_minutes is None else max_minutes * 60
+    self.started = time.monotonic()
+
+  def on_train_begin(self, logs=None):
+    self.started = time.monotonic()
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.max_seconds is not None and time.monotonic() - self.started > self.max_seconds:
+      logging.info('TimeBudget: %.1f min spent, stopping after epoch %d', self.max_seconds / 60,
+                   epoch + 1)
+      self.model.stop_training = True
+
+
+class ProgressLog(keras.callbacks.Callback):
+  """One log line per epoch (the run's log is where users look while a long training runs)."""
+
+  def on_epoch_end(self, epoch, logs=None):
+    logging.info('Trainer: epoch %d: %s', epoch + 1,
+                 ', '.join(f'{k}={v:.4f}' for k, v in sorted((logs or {}).items())))
+
+
+def compile_model(config: TrainingConfig) -> keras.Model:
+  model = model_lib.build_model(config.model)
+  total_steps = config.epochs * config.steps_per_epoch
+  schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.05)
+  model.compile(optimizer=keras.optimizers.Adam(schedule), loss=FovLoss(config.dice_weight),
+                metrics=[FovAUC(name='auc', num_thresholds=500)])
+  return model
+
+
+def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str) -> keras.Model:
+  """Fits a fresh model on the patches; returns it with the weights of its best validation epoch."""
+  keras.utils.set_random_seed(config.seed)
+  strategy = choose_strategy()
+  logging.info('Trainer: strategy %s, %d replica(s), policy %s', type(strategy).__name__,
+               strategy.num_replicas_in_sync, keras.mixed_precision.global_policy().name)
+  with strategy.scope():
+    model = compile_model(config)
+  logging.info('Trainer: %s with %d parameters', model.name, model.count_params())
+  callbacks = [
+      keras.callbacks.EarlyStopping(monitor='val_loss', patience=config.early_stopping_patience,
+                                    restore_best_weights=True),
+      keras.callbacks.ModelCheckpoint(os.path.join(model_run_dir, 'checkpoints', 'best.weights.h5'),
+                                      monitor='val_loss', save_best_only=True, save_weights_only=True),
+      keras.callbacks.TensorBoard(os.path.join(model_run_dir, 'logs'), profile_batch=0),
+      TimeBudget(config.max_minutes),
+      ProgressLog(),
+  ]
+  model.fit(make_dataset(train_files, config, training=True),
+            validation_data=make_dataset(eval_files, config, training=False),
+            epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+            validation_steps=config.validation_steps, callbacks=callbacks, verbose=0)
+  return model
+
+
+def run_fn(fn_args) -> None:
+  """TFX Trainer entry point (GenericExecutor)."""
+  config = TrainingConfig.from_custom_config(fn_args.custom_config or {})
+  started = time.monotonic()
+  model = train(config, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir)
+  training_seconds = time.monotonic() - started
+  serving.export(model, fn_args.transform_output, fn_args.serving_model_dir, config.model,
+                 flip_average=config.serving_flip_average)
+  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, 'training.json'), 'w') as f:
+    json.dump({'training_seconds': training_seconds, 'parameters': model.count_params(),
+               'config': config.to_custom_config()}, f, indent=2)

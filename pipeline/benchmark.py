@@ -1,0 +1,84 @@
+"""`retina-tfx benchmark`: the whole pipeline on DRIVE, then the exported model on the test images.
+
+Scores pool every FOV pixel of the official test images against 1st_manual (sklearn's metrics).
+"""
+import datetime
+import json
+import os
+import platform
+import shutil
+import time
+from typing import Dict, Sequence
+
+import numpy as np
+from sklearn import metrics
+
+from components.drive_example_gen import source
+from pipeline import predict
+
+BENCHMARK_TABLE_HEADER = '## Vessel model on the DRIVE test set (`retina-tfx benchmark`)'
+_COLUMNS = ('date', 'command', 'profile / model', 'training wall time', 'AUC-ROC', 'AUC-PR', 'Acc',
+            'Se', 'Sp', 'F1', 'predict s/image')
+
+
+def score_test_images(model: predict.VesselModel, data_paths: Sequence[str]) -> Dict[str, float]:
+  """Pooled FOV-pixel scores of `model` on the test/ images of DRIVE at `data_paths`."""
+  records = [r for r in source.list_drive(data_paths) if r.folder == 'test']
+  labels, scores, seconds = [], [], []
+  for done, record in enumerate(records, 1):
+    png = source.encode_png(source.decode_file(record.image, expect_binary=False))
+    started = time.monotonic()
+    probabilities, _ = model.predict(png)
+    seconds.append(time.monotonic() - started)
+    inside = source.decode_file(record.fov, expect_binary=True) > 0
+    labels.append(source.decode_file(record.label, expect_binary=True)[inside] > 0)
+    scores.append(probabilities[inside])
+    predict.progress_bar(done, len(records), f'scoring {record.image.drive_path}')
+  y_true, y_score = np.concatenate(labels), np.concatenate(scores)
+  y_pred = y_score >= 0.5
+  return {
+      'images': len(records),
+      'fov_pixels': int(y_true.size),
+      'auc_roc': float(metrics.roc_auc_score(y_true, y_score)),
+      'auc_pr': float(metrics.average_precision_score(y_true, y_score)),
+      'accuracy': float(metrics.accuracy_score(y_true, y_pred)),
+      'sensitivity': float(metrics.recall_score(y_true, y_pred)),
+      'specificity': float(metrics.recall_score(y_true, y_pred, pos_label=False)),
+      'f1': float(metrics.f1_score(y_true, y_pred)),
+      # The first call also traces the graph: report it apart from the steady state.
+      'predict_seconds_first': seconds[0],
+      'predict_seconds_per_image': float(np.median(seconds[1:] if len(seconds) > 1 else seconds)),
+  }
+
+
+def publish(saved_model_dir: str, serving_base: str) -> str:
+  """Copies a SavedModel to <serving_base>/<version>/ (TF Serving's layout); returns that folder."""
+  version = int(time.time())
+  target = os.path.join(serving_base, str(version))
+  shutil.copytree(saved_model_dir, target)
+  return target
+
+
+def append_row(benchmarks_file: str, result: Dict) -> None:
+  scores = result['scores']
+  row = (datetime.date.today().isoformat(), f'`{result["command"]}`',
+         f'{result["profile"]} / {result["architecture"]} ({result["parameters"]:,} params)',
+         f'{result["training_seconds"] / 60:.1f} min', f'{scores["auc_roc"]:.4f}',
+         f'{scores["auc_pr"]:.4f}', f'{scores["accuracy"]:.4f}', f'{scores["sensitivity"]:.4f}',
+         f'{scores["specificity"]:.4f}', f'{scores["f1"]:.4f}',
+         f'{scores["predict_seconds_per_image"]:.2f}')
+  with open(benchmarks_file, 'a+') as f:
+    f.seek(0)
+    if BENCHMARK_TABLE_HEADER not in f.read():
+      f.write(f'\n{BENCHMARK_TABLE_HEADER}\n\nMachine: {platform.node() or "this machine"}, '
+              f'{os.cpu_count()} cores, no GPU unless stated. Scores pool all FOV pixels of the '
+              'test images against 1st_manual; Acc/Se/Sp/F1 at 0.5.\n\n'
+              f'| {" | ".join(_COLUMNS)} |\n|{"---|" * len(_COLUMNS)}\n')
+    f.write(f'| {" | ".join(row)} |\n')
+
+
+def write_result(output_dir: str, result: Dict) -> str:
+  path = os.path.join(output_dir, 'benchmark.json')
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=2)
+  return path

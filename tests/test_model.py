@@ -1,0 +1,88 @@
+"""Model builders, strategy choice, augmentation and the loss/metric plumbing of the Trainer."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from models import model as model_lib
+from models import training
+
+
+@pytest.mark.parametrize('architecture', [model_lib.UNET, model_lib.SINE_NET])
+@pytest.mark.parametrize('size', [(48, 48), (64, 96), (592, 568)])
+def test_models_are_fully_convolutional(architecture, size):
+  config = model_lib.ModelConfig(architecture=architecture)
+  model = model_lib.build_model(config)
+  assert all(side % model_lib.model_stride(config) == 0 for side in size)
+  out = model(tf.random.uniform([2, *size, 1]), training=False)
+  assert out.shape == (2, *size, 1)
+  assert 0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1
+
+
+def test_parameter_counts_are_small():
+  # Recorded in the README; a change of architecture should be a visible decision.
+  counts = {a: model_lib.build_model(model_lib.ModelConfig(architecture=a)).count_params()
+            for a in (model_lib.UNET, model_lib.SINE_NET)}
+  assert counts == {model_lib.UNET: 505_729, model_lib.SINE_NET: 513_753}
+
+
+def test_unknown_architecture_is_a_clear_error():
+  with pytest.raises(ValueError, match="unknown architecture 'vgg'"):
+    model_lib.build_model(model_lib.ModelConfig(architecture='vgg'))
+
+
+def test_cpu_gets_default_strategy_in_float32():
+  strategy = training.choose_strategy()
+  assert not isinstance(strategy, tf.distribute.MirroredStrategy)
+  assert keras.mixed_precision.global_policy().name == 'float32'
+
+
+def test_gpus_get_mirrored_strategy_and_mixed_precision(monkeypatch):
+  created = []
+  fake_gpus = [tf.config.PhysicalDevice('/physical_device:GPU:0', 'GPU'),
+               tf.config.PhysicalDevice('/physical_device:GPU:1', 'GPU')]
+  monkeypatch.setattr(tf.config, 'list_physical_devices',
+                      lambda kind=None: fake_gpus if kind == 'GPU' else [])
+  monkeypatch.setattr(tf.distribute, 'MirroredStrategy', lambda: created.append(1) or 'mirrored')
+  try:
+    assert training.choose_strategy() == 'mirrored'
+    assert created == [1]
+    assert keras.mixed_precision.global_policy().name == 'mixed_float16'
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+
+
+def test_augmentation_moves_image_label_and_fov_together():
+  rng = np.random.default_rng(0)
+  label = (rng.random((16, 16, 1)) > 0.7).astype(np.float32)
+  fov = np.zeros((16, 16, 1), np.float32)
+  fov[2:9, 3:14] = 1
+  image = np.where(label > 0, 0.8, 0.2).astype(np.float32)
+  seen = set()
+  for seed in range(12):
+    aug_image, aug_label, aug_fov = (t.numpy() for t in training.augment(
+        tf.constant(image), tf.constant(label), tf.constant(fov), tf.constant([seed, 7])))
+    # The jitter is monotonic, so vessel pixels stay the bright ones, wherever the geometry went.
+    np.testing.assert_array_equal(aug_image > aug_image.mean(), aug_label > 0.5)
+    assert aug_label.sum() == label.sum() and aug_fov.sum() == fov.sum()
+    seen.add(aug_fov.tobytes())
+    assert 0 <= aug_image.min() and aug_image.max() <= 1
+  assert len(seen) > 3  # several distinct geometric transforms occur
+
+
+def test_loss_and_auc_ignore_pixels_outside_the_fov():
+  label = tf.constant([[[[1.0], [0.0]], [[1.0], [0.0]]]])
+  fov = tf.constant([[[[1.0], [1.0]], [[0.0], [0.0]]]])
+  y_true = tf.concat([label, fov], axis=-1)
+  good_inside = tf.constant([[[[0.9], [0.1]], [[0.0], [1.0]]]])   # wrong only outside the FOV
+  perfect = tf.constant([[[[0.9], [0.1]], [[0.9], [0.1]]]])
+  loss = training.FovLoss()
+  assert float(loss(y_true, good_inside)) == pytest.approx(float(loss(y_true, perfect)), rel=1e-6)
+  auc = training.FovAUC()
+  auc.update_state(y_true, good_inside)
+  assert float(auc.result()) == pytest.approx(1.0)
+
+
+def test_training_config_round_trips_through_custom_config():
+  config = training.TrainingConfig(epochs=3, model=model_lib.ModelConfig(architecture='sine_net'))
+  assert training.TrainingConfig.from_custom_config(config.to_custom_config()) == config

@@ -1,0 +1,124 @@
+"""The exported model: image bytes in, same-size vessel map out; TFMA and transform signatures;
+`retina-tfx predict` on files (TIFF included) and on a pushed serving folder."""
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from models import constants, serving
+from pipeline import cli, configs, metadata, predict
+
+
+@pytest.fixture(scope='module')
+def saved_model(demo_run):
+  runs = {r.node_id: r for r in metadata.latest_node_runs(metadata.open_store(str(demo_run)),
+                                                           configs.PIPELINE_NAME)}
+  return os.path.join(runs['Trainer'].outputs['model'][0], 'Format-Serving')
+
+
+@pytest.fixture(scope='module')
+def signatures(saved_model):
+  loaded = tf.saved_model.load(saved_model)
+  return loaded, loaded.signatures
+
+
+def _encode(pixels, fmt):
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format=fmt)
+  return buffer.getvalue()
+
+
+def _fundus(demo_drive, name='test/images/01_test.tif'):
+  return np.asarray(Image.open(demo_drive / name))
+
+
+@pytest.mark.parametrize('fmt', ['PNG', 'JPEG', 'BMP'])
+@pytest.mark.parametrize('crop', [None, (100, 130), (61, 77)])
+def test_any_size_image_gives_a_same_size_map(signatures, demo_drive, fmt, crop):
+  rgb = _fundus(demo_drive)
+  if crop:
+    rgb = np.ascontiguousarray(rgb[200:200 + crop[0], 150:150 + crop[1]])
+  outputs = signatures[1]['serving_default'](images=tf.constant([_encode(rgb, fmt)]))
+  probabilities = outputs[serving.PROBABILITIES_KEY].numpy()
+  assert probabilities.shape == (1, *rgb.shape[:2])
+  assert 0 <= probabilities.min() and probabilities.max() <= 1
+  assert outputs[constants.FOV_KEY].shape == (1, *rgb.shape[:2])
+
+
+def test_a_given_fov_is_used_and_a_missing_one_is_computed(signatures, demo_drive):
+  rgb = _fundus(demo_drive)
+  mask = np.asarray(Image.open(demo_drive / 'test/mask/01_test_mask.gif').convert('L'))
+  given = signatures[1]['serving_with_fov'](images=tf.constant([_encode(rgb, 'PNG')]),
+                                            fovs=tf.constant([_encode(mask, 'PNG')]))
+  np.testing.assert_array_equal(given[constants.FOV_KEY][0].numpy(), mask / 255)
+  computed = signatures[1]['serving_default'](images=tf.constant([_encode(rgb, 'PNG')]))
+  agreement = (computed[constants.FOV_KEY][0].numpy() == mask / 255).mean()
+  assert agreement > 0.98
+  np.testing.assert_allclose(given[serving.PROBABILITIES_KEY], computed[serving.PROBABILITIES_KEY],
+                             atol=1e-6)  # the FOV does not change what the model sees
+
+
+def test_garbage_bytes_are_a_clear_error(signatures):
+  with pytest.raises(tf.errors.InvalidArgumentError, match='Unknown image file format'):
+    signatures[1]['serving_default'](images=tf.constant([b'definitely not an image']))
+
+
+def test_tfma_and_transform_signatures_take_serialized_examples(signatures, demo_run):
+  runs = {r.node_id: r for r in metadata.latest_node_runs(metadata.open_store(str(demo_run)),
+                                                           configs.PIPELINE_NAME)}
+  split = os.path.join(runs['DriveExampleGen'].outputs['examples'][0], 'Split-test')
+  files = [os.path.join(split, f) for f in os.listdir(split)]
+  examples = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
+  predicted = signatures[1]['predict_examples'](examples=tf.constant(examples))
+  transformed = signatures[1]['transform_features'](examples=tf.constant(examples))
+  pixels = constants.IMAGE_HEIGHT * constants.IMAGE_WIDTH
+  assert predicted[serving.PROBABILITIES_KEY].shape == (len(examples), pixels)
+  assert transformed[constants.LABEL_KEY].shape == (len(examples), pixels)
+  assert transformed[constants.FOV_KEY].shape == (len(examples), pixels)
+
+
+def test_predict_cli_writes_maps_and_overlays_for_tiff_and_png(saved_model, demo_drive, tmp_path,
+                                                              capsys):
+  serving_base = tmp_path / 'serving'
+  for version in ('1', '7'):  # a pushed serving folder: the latest version must be used
+    shutil.copytree(saved_model, serving_base / version)
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  shutil.copy(demo_drive / 'test/images/01_test.tif', inputs)
+  Image.fromarray(_fundus(demo_drive, 'test/images/02_test.tif')[:300, :280]).save(inputs / 'crop.png')
+  (inputs / 'broken.png').write_bytes(b'not a png')
+  out = tmp_path / 'out'
+  code = cli.main(['predict', '--model', str(serving_base), '--input', str(inputs), '--output',
+                   str(out), '--overlay'])
+  captured = capsys.readouterr()
+  assert code == 1  # one input failed ...
+  assert f'{inputs / "broken.png"}: cannot be read as an image' in captured.err
+  assert str(serving_base / '7') in captured.out
+  # ... and the others were all written, at their input's size.
+  assert Image.open(out / '01_test.png').size == (constants.IMAGE_WIDTH, constants.IMAGE_HEIGHT)
+  assert Image.open(out / '01_test.png').mode == 'L'
+  assert Image.open(out / '01_test_overlay.png').size == (constants.IMAGE_WIDTH,
+                                                          constants.IMAGE_HEIGHT)
+  assert Image.open(out / 'crop.png').size == (280, 300)
+  assert not (out / 'broken.png').exists()
+
+
+def test_predict_map_equals_the_signature_output(saved_model, demo_drive, tmp_path):
+  model = predict.VesselModel(saved_model)
+  png, _ = predict.read_as_png(str(demo_drive / 'test/images/01_test.tif'))
+  probabilities, _ = model.predict(png)
+  predict.predict_files(model, [str(demo_drive / 'test/images/01_test.tif')], str(tmp_path),
+                        progress=lambda *a: None)
+  written = np.asarray(Image.open(tmp_path / '01_test.png'))
+  np.testing.assert_array_equal(written, np.round(probabilities * 255).astype(np.uint8))
+
+
+def test_not_a_model_is_a_clear_error(tmp_path, capsys):
+  code = cli.main(['predict', '--model', str(tmp_path), '--input', str(tmp_path), '--output',
+                   str(tmp_path / 'out')])
+  assert code == 1
+  assert 'neither a SavedModel nor a serving folder' in capsys.readouterr().err
