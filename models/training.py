@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
@@ -76,31 +76,28 @@ def _targets(label: tf.Tensor, fov: tf.Tensor) -> tf.Tensor:
   return tf.concat([label, fov], axis=-1)
 
 
-def make_dataset(file_patterns, config: TrainingConfig, training: bool) -> tf.data.Dataset:
-  files = tf.io.gfile.glob(file_patterns) if isinstance(file_patterns, str) else [
-      f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
+def make_dataset(file_patterns: Sequence[str], config: TrainingConfig,
+                 training: bool) -> tf.data.Dataset:
+  """(image, y_true) batches of patches: shuffled, repeated and augmented when training."""
+  files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
   if not files:
     raise ValueError(f'no patch files match {file_patterns}')
-  dataset = tf.data.TFRecordDataset(sorted(files), compression_type='GZIP',
+  records = tf.data.TFRecordDataset(files, compression_type='GZIP',
                                     num_parallel_reads=tf.data.AUTOTUNE)
   if training:
-    dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=config.seed).repeat()
-  dataset = dataset.batch(config.batch_size, drop_remainder=training)
-  dataset = dataset.map(lambda serialized: patches.parse(serialized, config.patch_size),
-                        num_parallel_calls=tf.data.AUTOTUNE)
-  dataset = dataset.unbatch() if training else dataset
+    records = records.shuffle(SHUFFLE_BUFFER, seed=config.seed).repeat()
+  parsed = records.batch(config.batch_size, drop_remainder=training).map(
+      lambda serialized: patches.parse(serialized, config.patch_size),
+      num_parallel_calls=tf.data.AUTOTUNE)
+  maps = lambda p: (p[constants.IMAGE_KEY], p[constants.LABEL_KEY], p[constants.FOV_KEY])
   if training:
-    dataset = tf.data.Dataset.zip((dataset, tf.data.Dataset.random(seed=config.seed).batch(2)))
-    dataset = dataset.map(
-        lambda p, seed: augment(p[constants.IMAGE_KEY], p[constants.LABEL_KEY],
-                                p[constants.FOV_KEY], seed),
-        num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(config.batch_size, drop_remainder=True)
+    seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
+    batches = tf.data.Dataset.zip((parsed.unbatch().map(maps), seeds)).map(
+        lambda patch, seed: augment(*patch, seed), num_parallel_calls=tf.data.AUTOTUNE
+    ).batch(config.batch_size, drop_remainder=True)
   else:
-    dataset = dataset.map(lambda p: (p[constants.IMAGE_KEY], p[constants.LABEL_KEY],
-                                     p[constants.FOV_KEY]))
-    dataset = dataset.repeat()
-  return dataset.map(lambda image, label, fov: (image, _targets(label, fov))).prefetch(
+    batches = parsed.map(maps).repeat()
+  return batches.map(lambda image, label, fov: (image, _targets(label, fov))).prefetch(
       tf.data.AUTOTUNE)
 
 
