@@ -190,16 +190,6 @@ def _cmd_benchmark(args) -> int:
   return 0
 
 
-def _read_rgb(path: str):
-  import numpy as np
-  from PIL import Image, UnidentifiedImageError
-  try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert('RGB'))
-  except (OSError, UnidentifiedImageError) as error:
-    raise SystemExit(f'retina-tfx: error: {path}: cannot be read as an image ({error})') from error
-
-
 def _dataset_statistics(pipeline_root: str, rgb):
   """FOV gray mean/std that the latest Transform run computed over its train split."""
   import tensorflow as tf
@@ -220,17 +210,22 @@ def _dataset_statistics(pipeline_root: str, rgb):
 def _cmd_show_preprocessing(args) -> int:
   import numpy as np
   from models import preprocessing
-  from pipeline import configs, visualize
-  rgb = _read_rgb(args.image)
-  if args.fov:
-    fov = (_read_rgb(args.fov)[..., 0] > 127).astype(np.float32)
-    fov_source = args.fov
-  else:
-    fov = preprocessing.fov_from_image(rgb).numpy()
-    fov_source = 'computed from the image'
+  from pipeline import configs, predict, visualize
+  try:
+    _, rgb = predict.read_as_png(args.image)
+    if args.fov:
+      fov = (predict.read_as_png(args.fov, mode='L')[1] > 127).astype(np.float32)
+      fov_source = args.fov
+    else:
+      fov = preprocessing.fov_from_image(rgb).numpy()
+      fov_source = 'computed from the image'
+  except predict.PredictError as error:
+    print(f'retina-tfx: error: {error}', file=sys.stderr)
+    return 1
   if fov.shape != rgb.shape[:2] or not fov.any():
-    raise SystemExit(f'retina-tfx: error: {args.fov or args.image}: FOV mask is empty or its size '
-                     'differs from the image')
+    print(f'retina-tfx: error: {args.fov or args.image}: FOV mask is empty or its size differs '
+          'from the image', file=sys.stderr)
+    return 1
   gray = preprocessing.to_gray(rgb)
   if args.pipeline_root:
     mean, std, stats_source = _dataset_statistics(args.pipeline_root, rgb)
