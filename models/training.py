@@ -174,10 +174,14 @@ def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str) -
     model = compile_model(config)
   logging.info('Trainer: %s with %d parameters', model.name, model.count_params())
   callbacks = [
-      keras.callbacks.EarlyStopping(monitor='val_loss', patience=config.early_stopping_patience,
+      # Model selection by the FOV AUC of the eval patches, the release metric: on DRIVE the
+      # validation loss (its Dice term above all) bottomed out epochs before the AUC did.
+      keras.callbacks.EarlyStopping(monitor='val_auc', mode='max',
+                                    patience=config.early_stopping_patience,
                                     restore_best_weights=True),
       keras.callbacks.ModelCheckpoint(os.path.join(model_run_dir, 'checkpoints', 'best.weights.h5'),
-                                      monitor='val_loss', save_best_only=True, save_weights_only=True),
+                                      monitor='val_auc', mode='max', save_best_only=True,
+                                      save_weights_only=True),
       keras.callbacks.TensorBoard(os.path.join(model_run_dir, 'logs'), profile_batch=0),
       TimeBudget(config.max_minutes),
       ProgressLog(),
