@@ -30,7 +30,9 @@ venv: $(VENV)/.installed
 
 # Every line of the lock is an exact pin and the set is `pip check`-clean, so it installs with
 # --no-deps (no resolver run). tfx 1.16 declares Requires-Python <3.11 but works on 3.11.
-$(DEPS_VENV)/.complete: $(LOCK)
+# The lock is an order-only prerequisite: its content is in the folder name already, and a fresh
+# clone's newer file time must not trigger a rebuild of a stack other clones may be using.
+$(DEPS_VENV)/.complete: | $(LOCK)
 	rm -rf $(DEPS_VENV).partial
 	$(PYTHON) -m venv $(DEPS_VENV).partial
 	$(DEPS_VENV).partial/bin/pip install --quiet --no-deps --ignore-requires-python -r $(LOCK)
