@@ -43,6 +43,16 @@ def _up(x, filters: int, name: str):
   return layers.Conv2DTranspose(filters, 2, strides=2, padding='same', name=name)(x)
 
 
+def _decoder(x, skips, config: ModelConfig):
+  """Upsamples level by level, merging the skip of equal resolution each time."""
+  for level in reversed(range(config.depth)):
+    filters = config.base_filters * 2 ** level
+    x = _up(x, filters, f'up{level}')
+    x = layers.Concatenate(name=f'skip{level}')([x, skips[level]])
+    x = _conv_block(x, filters, config.dropout, f'dec{level}')
+  return x
+
+
 def _head(x):
   # Logits in float32 even under mixed precision, so the sigmoid and the loss stay accurate.
   logits = layers.Conv2D(1, 1, name='logits', dtype='float32')(x)
@@ -57,11 +67,7 @@ def build_unet(config: ModelConfig) -> keras.Model:
     skips.append(x)
     x = layers.MaxPooling2D(2, name=f'pool{level}')(x)
   x = _conv_block(x, config.base_filters * 2 ** config.depth, config.dropout, 'bottom')
-  for level in reversed(range(config.depth)):
-    filters = config.base_filters * 2 ** level
-    x = _up(x, filters, f'up{level}')
-    x = layers.Concatenate(name=f'skip{level}')([x, skips[level]])
-    x = _conv_block(x, filters, config.dropout, f'dec{level}')
+  x = _decoder(x, skips, config)
   return keras.Model(inputs, _head(x), name=UNET)
 
 
@@ -82,11 +88,7 @@ def build_sine_net(config: ModelConfig) -> keras.Model:
     x = layers.MaxPooling2D(2, name=f'pool{level}')(x)
     x = _conv_block(x, config.base_filters * 2 ** level, config.dropout, f'down{level}')
     skips.append(x)
-  for level in reversed(range(config.depth)):
-    filters = config.base_filters * 2 ** level
-    x = _up(x, filters, f'up{level}')
-    x = layers.Concatenate(name=f'skip{level}')([x, skips[level]])
-    x = _conv_block(x, filters, config.dropout, f'dec{level}')
+  x = _decoder(x, skips, config)
   return keras.Model(inputs, _head(x), name=SINE_NET)
 
 
