@@ -1,9 +1,13 @@
-"""PatchGen's patch sampling: inside the image, centred in the FOV, seeded per image, lossless."""
+"""PatchGen's patch sampling (inside the image, centred in the FOV, seeded per image, lossless) and its
+mixing of all images' patches."""
+import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 
-from components.patch_gen.executor import extract_patches
+from components.patch_gen.executor import MixPatches, _mix_key, extract_patches
 from models import constants, patches
 
 
@@ -55,3 +59,13 @@ def test_an_image_without_room_for_a_patch_in_its_fov_is_an_error():
   serialized, *_ = _transformed_example(fov_box=(0, 2, 0, 2))
   with pytest.raises(ValueError, match="image 21: no 8x8 patch has its centre inside the FOV"):
     list(extract_patches(serialized, 5, 8, seed=0))
+
+
+def test_mixing_keeps_every_patch_and_depends_on_the_seed():
+  records = [f'{image}-{i}'.encode() for image in 'abc' for i in range(30)]
+  for seed in (0, 1):
+    with TestPipeline() as pipeline:
+      mixed = pipeline | beam.Create(records) | MixPatches(seed)
+      assert_that(mixed, equal_to(records))
+  keys = lambda seed: sorted(records, key=lambda record: _mix_key(seed, record))
+  assert keys(0) != keys(1) and keys(0) != records

@@ -1,4 +1,5 @@
-"""PatchGen executor: a Beam FlatMap from each preprocessed image to its patches."""
+"""PatchGen executor: a Beam FlatMap from each preprocessed image to its patches, then a seeded mix
+of the patches of all images before they are written."""
 import hashlib
 import json
 import os
@@ -18,6 +19,10 @@ from tfx.types import artifact_utils
 from models import constants, patches
 
 _FILE_FORMAT = example_gen_pb2.FORMAT_TFRECORDS_GZIP
+# Patches per mixing group. Runners write elements in the order they process them, i.e. image by
+# image; the Trainer's shuffle buffer (thousands of patches) is smaller than one image's patches, so
+# unmixed files hand it batches cut from one image at a time (and validation a single image).
+MIX_GROUP_SIZE = 2000
 
 
 def _map(features, key: str, height: int, width: int) -> np.ndarray:
@@ -46,6 +51,30 @@ def extract_patches(serialized: bytes, patches_per_image: int, patch_size: int, 
     yield patches.encode(image_id, int(row), int(col), image[window], label[window], fov[window])
 
 
+def _mix_key(seed: int, record: bytes) -> int:
+  return int.from_bytes(hashlib.sha256(seed.to_bytes(8, 'little') + record).digest()[:8], 'little')
+
+
+class MixPatches(beam.PTransform):
+  """Reorders patches so any stretch of the output is a seeded random draw from all images: each
+  patch gets a hash key, patches are grouped by key into groups of about MIX_GROUP_SIZE, and every
+  group is emitted sorted by key. Deterministic for a seed, bounded memory per group."""
+
+  def __init__(self, seed: int):
+    super().__init__()
+    self._seed = seed
+
+  def expand(self, records):
+    group_count = (records | 'Count' >> beam.combiners.Count.Globally()
+                   | 'Groups' >> beam.Map(lambda count: max(1, -(-count // MIX_GROUP_SIZE))))
+    return (records
+            | 'Key' >> beam.Map(lambda record: (_mix_key(self._seed, record), record))
+            | 'Group' >> beam.Map(lambda keyed, groups: (keyed[0] % groups, keyed),
+                                  groups=beam.pvalue.AsSingleton(group_count))
+            | 'GroupByKey' >> beam.GroupByKey()
+            | 'Sort' >> beam.FlatMap(lambda group: [record for _, record in sorted(group[1])]))
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -64,6 +93,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
              | f'Read[{split}]' >> beam.io.ReadFromTFRecord(input_pattern)
              | f'Extract[{split}]' >> beam.FlatMap(extract_patches, patches_per_image, patch_size,
                                                    exec_properties['seed'])
+             | f'Mix[{split}]' >> MixPatches(exec_properties['seed'])
              | f'WriteSplit[{split}]' >> write_split.WriteSplit(
                  artifact_utils.get_split_uri([output], split), _FILE_FORMAT))
     examples_utils.set_payload_format(output, example_gen_pb2.FORMAT_TF_EXAMPLE)
