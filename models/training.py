@@ -173,15 +173,14 @@ def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str) -
   with strategy.scope():
     model = compile_model(config)
   logging.info('Trainer: %s with %d parameters', model.name, model.count_params())
+  best_weights = os.path.join(model_run_dir, 'checkpoints', 'best.weights.h5')
   callbacks = [
       # Model selection by the FOV AUC of the eval patches, the release metric: on DRIVE the
       # validation loss (its Dice term above all) bottomed out epochs before the AUC did.
       keras.callbacks.EarlyStopping(monitor='val_auc', mode='max',
-                                    patience=config.early_stopping_patience,
-                                    restore_best_weights=True),
-      keras.callbacks.ModelCheckpoint(os.path.join(model_run_dir, 'checkpoints', 'best.weights.h5'),
-                                      monitor='val_auc', mode='max', save_best_only=True,
-                                      save_weights_only=True),
+                                    patience=config.early_stopping_patience),
+      keras.callbacks.ModelCheckpoint(best_weights, monitor='val_auc', mode='max',
+                                      save_best_only=True, save_weights_only=True),
       keras.callbacks.TensorBoard(os.path.join(model_run_dir, 'logs'), profile_batch=0),
       TimeBudget(config.max_minutes),
       ProgressLog(),
@@ -190,6 +189,8 @@ def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str) -
             validation_data=make_dataset(eval_files, config, training=False),
             epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
             validation_steps=config.validation_steps, callbacks=callbacks, verbose=0)
+  # Whatever ended training (epochs, patience or the time budget), export the best epoch.
+  model.load_weights(best_weights)
   return model
 
 
