@@ -6,7 +6,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import time
 from typing import Dict, Sequence
 
@@ -49,14 +48,6 @@ def score_test_images(model: predict.VesselModel, data_paths: Sequence[str]) -> 
       'predict_seconds_first': seconds[0],
       'predict_seconds_per_image': float(np.median(seconds[1:] if len(seconds) > 1 else seconds)),
   }
-
-
-def publish(saved_model_dir: str, serving_base: str) -> str:
-  """Copies a SavedModel to <serving_base>/<version>/ (TF Serving's layout); returns that folder."""
-  version = int(time.time())
-  target = os.path.join(serving_base, str(version))
-  shutil.copytree(saved_model_dir, target)
-  return target
 
 
 def append_row(benchmarks_file: str, result: Dict) -> None:

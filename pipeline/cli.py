@@ -5,9 +5,13 @@
   retina-tfx show-preprocessing IMAGE -o PNG   picture every preprocessing step of one image
   retina-tfx predict --model DIR --input ...   vessel probability maps for image files
   retina-tfx benchmark --data DRIVE --output D run on DRIVE and score the model on its test images
+  retina-tfx status [--pipeline-root DIR]      release history: models, metrics, blessings, pushes
+  retina-tfx report [--run latest] -o DIR      HTML report of a run's evaluation, with pictures
+  retina-tfx compile-kfp --image I ... -o F    compile the pipeline for Kubeflow Pipelines v2 (offline)
 """
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import logging
 import os
@@ -22,6 +26,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 _RUNNING = re.compile(r'Component (\S+) is running\.')
 _FINISHED = re.compile(r'Component (\S+) is finished\.')
 _EPOCH = re.compile(r'Trainer: epoch \d+: .*')  # models.training.ProgressLog, once per epoch
+NAME_WIDTH = 30  # fits every component id of the pipeline, the resolver's included
 
 
 class _ProgressPrinter(logging.Handler):
@@ -36,9 +41,9 @@ class _ProgressPrinter(logging.Handler):
     message = record.getMessage()
     if match := _RUNNING.fullmatch(message):
       self.current, self.started = match.group(1), time.monotonic()
-      print(f'  {self.current:<24} running ...', flush=True)
+      print(f'  {self.current:<{NAME_WIDTH}} running ...', flush=True)
     elif match := _FINISHED.fullmatch(message):
-      print(f'  {match.group(1):<24} done in {time.monotonic() - self.started:.1f} s',
+      print(f'  {match.group(1):<{NAME_WIDTH}} done in {time.monotonic() - self.started:.1f} s',
             flush=True)
       self.current = None
     elif _EPOCH.fullmatch(message):
@@ -111,6 +116,14 @@ def _cmd_make_demo_data(args) -> int:
   return 0
 
 
+def _profile(args):
+  """The chosen profile with the release gate options the command line overrides."""
+  from pipeline import configs
+  gate = {k: v for k, v in (('min_auc', args.min_auc), ('max_auc_drop', args.max_auc_drop))
+          if v is not None}
+  return dataclasses.replace(configs.PROFILES[args.profile], **gate)
+
+
 def _run_pipeline(args):
   """Runs the pipeline with progress on the terminal; returns MLMD's node runs, or None on failure."""
   from pipeline import configs, local_runner, metadata
@@ -118,12 +131,16 @@ def _run_pipeline(args):
   log_path = os.path.join(os.path.abspath(args.pipeline_root), configs.LOG_DIR, f'run-{stamp}.log')
   print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
         f'  pipeline root: {os.path.abspath(args.pipeline_root)}\n  full log: {log_path}')
+  if not args.serving_dir:
+    args.serving_dir = os.path.join(os.path.dirname(os.path.abspath(args.pipeline_root)),
+                                    configs.SERVING_DIR)
+  profile = _profile(args)
   with _logging_to_file(log_path) as progress:
     try:
-      local_runner.run(args.data, args.pipeline_root, configs.PROFILES[args.profile],
+      local_runner.run(args.data, args.pipeline_root, profile, args.serving_dir,
                        beam_pipeline_args=args.beam_args,
                        eval_count=args.eval_count, split_seed=args.split_seed,
-                       enable_cache=not args.no_cache)
+                       enable_cache=not args.no_cache, until=getattr(args, 'until', None))
     except Exception as error:  # pylint: disable=broad-except
       logging.exception('pipeline failed')
       where = f'{progress.current} failed: ' if progress.current else ''
@@ -133,7 +150,25 @@ def _run_pipeline(args):
     return metadata.latest_node_runs(metadata.open_store(args.pipeline_root), configs.PIPELINE_NAME)
 
 
+def _print_release_decision(pipeline_root: str) -> None:
+  from pipeline import configs, eval_config, metadata, status
+  rows = status.decisions(metadata.open_store(pipeline_root), configs.PIPELINE_NAME)
+  if not rows:
+    return
+  latest = rows[-1]
+  auc = latest.metrics.get(eval_config.GATED_METRIC, float('nan'))
+  if latest.blessed:
+    where = (f'pushed as version {latest.pushed_version} to {latest.pushed_to}'
+             if latest.pushed_version else 'not pushed')
+    print(f'release gate: model {latest.model_id} BLESSED (test FOV AUC {auc:.4f}); {where}')
+  else:
+    print(f'release gate: model {latest.model_id} REJECTED (test FOV AUC {auc:.4f}), not pushed:')
+    for reason in latest.reasons:
+      print(f'  - {reason}')
+
+
 def _cmd_run(args) -> int:
+  from pipeline import configs
   runs = _run_pipeline(args)
   if runs is None:
     return 1
@@ -141,8 +176,11 @@ def _cmd_run(args) -> int:
   for run in runs:
     for key, uris in run.outputs.items():
       for uri in uris:
-        print(f'  {run.node_id:<24} {run.state:<9} {key:<18} {uri}')
-  return 0
+        print(f'  {run.node_id:<{NAME_WIDTH}} {run.state:<9} {key:<18} {uri}')
+  if args.until:
+    return 0
+  _print_release_decision(args.pipeline_root)
+  return _write_report(args.pipeline_root, os.path.join(args.pipeline_root, configs.REPORT_DIR))
 
 
 def _cmd_predict(args) -> int:
@@ -162,23 +200,28 @@ def _cmd_predict(args) -> int:
 
 def _cmd_benchmark(args) -> int:
   import json
-  from pipeline import benchmark, predict
+  from pipeline import benchmark, configs, eval_config, metadata, predict, status
   args.pipeline_root = os.path.join(args.output, 'pipeline_root')
+  args.serving_dir = os.path.join(args.output, configs.SERVING_DIR)
   runs = _run_pipeline(args)
   if runs is None:
     return 1
   trainer = next(r for r in runs if r.node_id == 'Trainer')
   with open(os.path.join(trainer.outputs['model_run'][0], 'training.json')) as f:
     training = json.load(f)
-  serving_dir = benchmark.publish(os.path.join(trainer.outputs['model'][0], 'Format-Serving'),
-                                  os.path.join(args.output, 'serving_model'))
-  print(f'retina-tfx: scoring {serving_dir} on the test images')
-  scores = benchmark.score_test_images(predict.VesselModel(serving_dir), args.data)
+  # The Trainer's own export is scored, blessed or not; the Pusher put it in serving_dir if blessed.
+  model_dir = os.path.join(trainer.outputs['model'][0], 'Format-Serving')
+  print(f'retina-tfx: scoring {model_dir} on the test images')
+  scores = benchmark.score_test_images(predict.VesselModel(model_dir), args.data)
+  gate = status.decisions(metadata.open_store(args.pipeline_root), configs.PIPELINE_NAME)[-1]
   result = {
       'command': 'retina-tfx ' + ' '.join(args.argv),
       'profile': args.profile, 'architecture': training['config']['model']['architecture'],
       'parameters': training['parameters'], 'training_seconds': training['training_seconds'],
-      'serving_model': serving_dir, 'scores': scores,
+      'model': model_dir, 'scores': scores,
+      'evaluator': {'auc': gate.metrics.get(eval_config.GATED_METRIC), 'blessed': gate.blessed,
+                    'reasons': gate.reasons, 'pushed_version': gate.pushed_version,
+                    'pushed_to': gate.pushed_to},
   }
   path = benchmark.write_result(args.output, result)
   benchmark.append_row(args.benchmarks_file, result)
@@ -186,31 +229,17 @@ def _cmd_benchmark(args) -> int:
   for key in ('auc_roc', 'auc_pr', 'accuracy', 'sensitivity', 'specificity', 'f1',
               'predict_seconds_per_image'):
     print(f'  {key:<19} {scores[key]:.4f}')
+  print(f'  Evaluator (TFMA) AUC {result["evaluator"]["auc"]:.4f}, '
+        f'{"BLESSED" if gate.blessed else "REJECTED"}'
+        + (f', pushed to {gate.pushed_to}' if gate.pushed_to else ''))
   print(f'  scores: {path}; row appended to {args.benchmarks_file}')
   return 0
-
-
-def _dataset_statistics(pipeline_root: str, rgb):
-  """FOV gray mean/std that the latest Transform run computed over its train split."""
-  import tensorflow as tf
-  import tensorflow_transform as tft
-  from models import preprocessing
-  from pipeline import configs, metadata
-  runs = {r.node_id: r for r in metadata.latest_node_runs(metadata.open_store(pipeline_root),
-                                                          configs.PIPELINE_NAME)}
-  if 'Transform' not in runs or runs['Transform'].state not in ('COMPLETE', 'CACHED'):
-    raise SystemExit(f'retina-tfx: error: {pipeline_root}: no completed Transform run recorded')
-  uri = runs['Transform'].outputs['transform_graph'][0]
-  outputs = tft.TFTransformOutput(uri).transform_features_layer()(
-      preprocessing.raw_features(tf.io.encode_png(rgb)))
-  return (float(outputs[preprocessing.FOV_GRAY_MEAN_KEY][0]),
-          float(outputs[preprocessing.FOV_GRAY_STD_KEY][0]), 'train split, latest Transform run')
 
 
 def _cmd_show_preprocessing(args) -> int:
   import numpy as np
   from models import preprocessing
-  from pipeline import configs, predict, visualize
+  from pipeline import configs, metadata, predict, visualize
   try:
     _, rgb = predict.read_as_png(args.image)
     if args.fov:
@@ -226,21 +255,79 @@ def _cmd_show_preprocessing(args) -> int:
     print(f'retina-tfx: error: {args.fov or args.image}: FOV mask is empty or its size differs '
           'from the image', file=sys.stderr)
     return 1
-  gray = preprocessing.to_gray(rgb)
+  transform_graph = None
   if args.pipeline_root:
-    mean, std, stats_source = _dataset_statistics(args.pipeline_root, rgb)
-  else:
-    fov_pixels = gray.numpy()[fov > 0.5]
-    mean, std, stats_source = float(fov_pixels.mean()), float(fov_pixels.std()), "this image's FOV"
-  config = configs.PROFILES[args.profile].preprocessing
-  steps = {k: v.numpy() for k, v in preprocessing.preprocessing_steps(gray, mean, std, config).items()}
-  caption = (f'{os.path.basename(args.image)}\nFOV: {fov_source}\n'
-             f'standardised with mean {mean:.2f}, std {std:.2f}\n  of FOV gray: {stats_source}\n'
-             f'CLAHE clip {config.clahe_clip_limit}, grid {config.clahe_tile_grid}x'
-             f'{config.clahe_tile_grid}\ngamma {config.gamma}')
-  visualize.write_png(args.output, visualize.preprocessing_strip(rgb, fov, steps, caption))
+    transform_graph = metadata.latest_output(metadata.open_store(args.pipeline_root),
+                                             configs.PIPELINE_NAME, 'Transform', 'transform_graph')
+    if transform_graph is None:
+      print(f'retina-tfx: error: {args.pipeline_root}: no completed Transform run recorded',
+            file=sys.stderr)
+      return 1
+  figure = visualize.preprocessing_figure(rgb, fov, os.path.basename(args.image), fov_source,
+                                          configs.PROFILES[args.profile].preprocessing,
+                                          transform_graph)
+  visualize.write_png(args.output, figure)
   print(f'wrote {args.output}')
   return 0
+
+
+def _cmd_status(args) -> int:
+  import json
+  from pipeline import configs, metadata, status
+  if not os.path.exists(configs.metadata_path(args.pipeline_root)):
+    print(f'retina-tfx: error: {args.pipeline_root}: no pipeline runs recorded here '
+          f'({configs.METADATA_FILE} missing)', file=sys.stderr)
+    return 1
+  rows = status.decisions(metadata.open_store(args.pipeline_root), configs.PIPELINE_NAME)
+  if args.json:
+    print(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
+  else:
+    print(status.format_table(rows))
+  return 0
+
+
+def _write_report(pipeline_root: str, output_dir: str, run: str = 'latest') -> int:
+  from pipeline import report
+  try:
+    path = report.write_report(pipeline_root, output_dir, run)
+  except report.ReportError as error:
+    print(f'retina-tfx: error: report: {error}', file=sys.stderr)
+    return 1
+  print(f'report: {path}')
+  return 0
+
+
+def _cmd_report(args) -> int:
+  return _write_report(args.pipeline_root, args.output, args.run)
+
+
+def _cmd_compile_kfp(args) -> int:
+  from pipeline import configs, kubeflow_runner
+  try:
+    beam = configs.component_beam_args(configs.BeamSettings(
+        runner=args.beam_runner, workers=args.beam_workers, project=args.gcp_project,
+        region=args.gcp_region, temp_location=args.temp_location, flink_master=args.flink_master,
+        image=args.image))
+    gpu = kubeflow_runner.GpuRequest(args.gpu_type, args.gpu_count) if args.gpu_type else None
+    path = kubeflow_runner.compile_pipeline(
+        args.image, args.pipeline_root, args.data, args.output,
+        _profile(args), serving_dir=args.serving_dir, gpu=gpu,
+        component_beam_args=beam, eval_count=args.eval_count, split_seed=args.split_seed)
+  except ValueError as error:
+    print(f'retina-tfx: error: {error}', file=sys.stderr)
+    return 1
+  print(f'wrote {path}: submit it with the KFP client or to Vertex AI Pipelines (README, '
+        '"Deploy to Kubeflow")')
+  return 0
+
+
+def _add_gate_arguments(parser) -> None:
+  from pipeline import configs
+  parser.add_argument('--min-auc', type=float,
+                      help="release gate: lowest FOV test AUC to bless (default: the profile's)")
+  parser.add_argument('--max-auc-drop', type=float,
+                      help='release gate: largest AUC drop below the latest blessed model '
+                           f'(default {configs.DEFAULT_MAX_AUC_DROP})')
 
 
 def _add_pipeline_arguments(parser, default_profile: str) -> None:
@@ -253,6 +340,7 @@ def _add_pipeline_arguments(parser, default_profile: str) -> None:
   parser.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT,
                       help='training images held out for validation')
   parser.add_argument('--split-seed', type=int, default=0, help='seed of the eval hold-out choice')
+  _add_gate_arguments(parser)
   parser.add_argument('--no-cache', action='store_true', help='re-run every component')
   parser.add_argument('--beam-args', nargs=argparse.REMAINDER, default=[],
                       help='Beam pipeline args, e.g. --direct_running_mode=multi_processing '
@@ -260,6 +348,7 @@ def _add_pipeline_arguments(parser, default_profile: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from models import constants
   from pipeline import configs
   parser = argparse.ArgumentParser(prog='retina-tfx', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -274,7 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
 
   run = commands.add_parser('run', help='run the pipeline locally')
   run.add_argument('--pipeline-root', default=configs.DEFAULT_PIPELINE_ROOT,
-                   help='where artifacts, ML-Metadata (metadata.sqlite) and logs go')
+                   help='where artifacts, ML-Metadata (metadata.sqlite), logs and the report go')
+  run.add_argument('--until', metavar='COMPONENT',
+                   help='run only COMPONENT and what it depends on, e.g. PatchGen for the data '
+                        'stages')
+  run.add_argument('--serving-dir',
+                   help='where blessed models are pushed, one numbered version each '
+                        '(default: serving_model/ next to the pipeline root)')
   _add_pipeline_arguments(run, default_profile=configs.DEFAULT_PROFILE)
   run.set_defaults(func=_cmd_run)
 
@@ -305,6 +400,42 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: the image's own FOV statistics)")
   show.add_argument('--profile', choices=sorted(configs.PROFILES), default=configs.DEFAULT_PROFILE)
   show.set_defaults(func=_cmd_show_preprocessing)
+
+  stat = commands.add_parser('status', help='release history from ML-Metadata: models, metrics, '
+                             'blessing decisions with reasons, pushed versions')
+  stat.add_argument('--pipeline-root', default=configs.DEFAULT_PIPELINE_ROOT)
+  stat.add_argument('--json', action='store_true', help='machine-readable output')
+  stat.set_defaults(func=_cmd_status)
+
+  rep = commands.add_parser('report', help="HTML report of a run's evaluation: curves, per-image "
+                            'AUC, overlays, preprocessing')
+  rep.add_argument('--pipeline-root', default=configs.DEFAULT_PIPELINE_ROOT)
+  rep.add_argument('--run', default='latest', help="pipeline run id (see status) or 'latest'")
+  rep.add_argument('-o', '--output', required=True, help='folder for index.html and its images')
+  rep.set_defaults(func=_cmd_report)
+
+  kfp = commands.add_parser('compile-kfp', help='compile the pipeline for Kubeflow Pipelines v2 / '
+                            'Vertex AI Pipelines (offline; code runs from --image)')
+  kfp.add_argument('--image', required=True, help='container image with this project installed')
+  kfp.add_argument('--pipeline-root', required=True, help='e.g. gs://bucket/retina-tfx/root')
+  kfp.add_argument('--data', nargs='+', required=True, help='DRIVE folder or zip URIs')
+  kfp.add_argument('-o', '--output', required=True, help='PipelineJob JSON to write')
+  kfp.add_argument('--serving-dir', help='push target (default: <pipeline-root>/serving_model)')
+  kfp.add_argument('--profile', choices=sorted(configs.PROFILES), default='drive')
+  kfp.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT)
+  kfp.add_argument('--split-seed', type=int, default=0)
+  _add_gate_arguments(kfp)
+  kfp.add_argument('--gpu-type', help='accelerator for the Trainer task, e.g. NVIDIA_TESLA_T4')
+  kfp.add_argument('--gpu-count', type=int, default=1)
+  kfp.add_argument('--beam-runner', choices=('direct', 'dataflow', 'flink'), default='direct',
+                   help='where Beam stages run: in their task (multi-process), Dataflow or Flink')
+  kfp.add_argument('--beam-workers', type=int, default=2,
+                   help='processes (direct), max workers (dataflow) or parallelism (flink)')
+  kfp.add_argument('--gcp-project')
+  kfp.add_argument('--gcp-region')
+  kfp.add_argument('--temp-location', help='gs:// folder for Dataflow staging')
+  kfp.add_argument('--flink-master', help='host:port of the Flink JobManager')
+  kfp.set_defaults(func=_cmd_compile_kfp)
   return parser
 
 
@@ -312,6 +443,8 @@ def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = build_parser().parse_args(argv)
   args.argv = argv
+  if args.func not in (_cmd_run, _cmd_benchmark):  # those send TensorFlow's logs to the run's log
+    logging.getLogger('tensorflow').setLevel(logging.ERROR)
   return args.func(args)
 
 

@@ -1,8 +1,9 @@
 """Runs the pipeline on this machine with LocalDagRunner and a SQLite ML-Metadata store."""
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 from tfx import v1 as tfx
+from tfx.orchestration import pipeline as tfx_pipeline
 
 from components.drive_example_gen import source
 from models import constants
@@ -14,22 +15,26 @@ def _absolute(path: str) -> str:
   return path if '://' in path else os.path.abspath(path)
 
 
-def run(data_paths: Sequence[str], pipeline_root: str, profile: configs.Profile,
+def run(data_paths: Sequence[str], pipeline_root: str, profile: configs.Profile, serving_dir: str,
         beam_pipeline_args: Sequence[str] = (),
         eval_count: int = constants.DEFAULT_EVAL_COUNT, split_seed: int = 0,
-        enable_cache: bool = True) -> None:
+        enable_cache: bool = True, until: Optional[str] = None) -> None:
+  """Runs the whole pipeline, or with `until` a component id, only that component and what it
+  depends on (a partial run: e.g. the data stages alone)."""
   pipeline_root = _absolute(pipeline_root)
   data_paths = [_absolute(p) for p in data_paths]
+  serving_dir = _absolute(serving_dir)
   os.makedirs(pipeline_root, exist_ok=True)
   tfx.orchestration.LocalDagRunner().run(create_pipeline(
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=pipeline_root,
       data_paths=data_paths,
       profile=profile,
+      serving_dir=serving_dir,
       eval_count=eval_count,
       split_seed=split_seed,
       input_fingerprint=source.fingerprint(data_paths),
       beam_pipeline_args=beam_pipeline_args,
       metadata_connection_config=metadata.connection_config(pipeline_root),
       enable_cache=enable_cache,
-  ))
+  ), run_options=tfx_pipeline.RunOptions(to_nodes=[until]) if until else None)

@@ -1,6 +1,6 @@
 """Reads what a pipeline run recorded in ML-Metadata: each component's latest execution and outputs."""
 import dataclasses
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -47,3 +47,12 @@ def latest_node_runs(store: metadata_store.MetadataStore, pipeline_name: str) ->
                         state=metadata_store_pb2.Execution.State.Name(execution.last_known_state),
                         outputs=outputs))
   return runs
+
+
+def latest_output(store: metadata_store.MetadataStore, pipeline_name: str, node_id: str,
+                  output_key: str) -> Optional[str]:
+  """URI of `output_key` of the latest completed (or cached) run of `node_id`, if any."""
+  for run in latest_node_runs(store, pipeline_name):
+    if run.node_id == node_id and run.state in ('COMPLETE', 'CACHED') and run.outputs.get(output_key):
+      return run.outputs[output_key][0]
+  return None

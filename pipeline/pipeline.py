@@ -1,6 +1,6 @@
 """The pipeline definition, shared by every runner."""
 import dataclasses
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
@@ -10,6 +10,7 @@ from components.data_gate.component import DataGate
 from components.drive_example_gen.component import DriveExampleGen
 from components.patch_gen.component import PatchGen
 from models import constants
+from pipeline import eval_config
 from pipeline.configs import Profile
 
 
@@ -18,15 +19,23 @@ def create_pipeline(
     pipeline_root: str,
     data_paths: Sequence[str],
     profile: Profile,
+    serving_dir: str,
     eval_count: int = constants.DEFAULT_EVAL_COUNT,
     split_seed: int = 0,
     input_fingerprint: Optional[str] = None,
     beam_pipeline_args: Sequence[str] = (),
+    component_beam_args: Mapping[str, Sequence[str]] = (),
+    trainer_resources=None,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
   """ExampleGen -> statistics -> validation against the curated schema -> DataGate -> Transform
-  -> PatchGen -> Trainer."""
+  -> PatchGen -> Trainer -> Evaluator (on the test split, against the latest blessed model) ->
+  Pusher (to `serving_dir`, only when blessed).
+
+  `beam_pipeline_args` apply to every Beam component; `component_beam_args` (component id -> args,
+  see configs.component_beam_args) are added to the named ones. `trainer_resources` is a KFP
+  ResourceSpec for the Trainer task (e.g. a GPU); runners without placement ignore it."""
   example_gen = DriveExampleGen(input_paths=data_paths, eval_count=eval_count,
                                 split_seed=split_seed, input_fingerprint=input_fingerprint)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
@@ -52,9 +61,32 @@ def create_pipeline(
       examples=patch_gen.outputs['patches'],
       transform_graph=transform.outputs['transform_graph'],
       custom_config=profile.training.to_custom_config())
+  latest_blessed_model = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id('latest_blessed_model_resolver')
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs['examples'],
+      model=trainer.outputs['model'],
+      baseline_model=latest_blessed_model.outputs['model'],
+      eval_config=eval_config.eval_config(profile.min_auc, profile.max_auc_drop),
+      example_splits=[constants.TEST_SPLIT])
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)))
   components: List[tfx.dsl.components.base.base_node.BaseNode] = [
       example_gen, statistics_gen, schema_importer, example_validator, data_gate, transform,
-      patch_gen, trainer]
+      patch_gen, trainer, latest_blessed_model, evaluator, pusher]
+  by_id = {component.id: component for component in components}
+  for component_id, args in dict(component_beam_args).items():
+    if not hasattr(by_id.get(component_id), 'with_beam_pipeline_args'):
+      raise ValueError(f'{component_id!r} is not a Beam component of this pipeline')
+    by_id[component_id].with_beam_pipeline_args(list(args))
+  if trainer_resources is not None:
+    trainer.with_platform_config(trainer_resources)
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,

@@ -43,6 +43,14 @@ def demo_run(demo_drive, tmp_path_factory):
   return root
 
 
+def copy_run(root, tmp_path):
+  """A private copy of a pipeline root and the serving folder beside it, to run the pipeline again
+  without changing what other tests read (its ML-Metadata still points at the original artifacts)."""
+  copy = tmp_path / 'run-copy'
+  shutil.copytree(root.parent, copy)
+  return copy / root.name
+
+
 @pytest.fixture
 def drive_copy(tiny_drive, tmp_path):
   """A private, modifiable copy of tiny_drive."""

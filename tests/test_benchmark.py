@@ -1,4 +1,5 @@
-"""`retina-tfx benchmark`: FOV-only pooled scoring, the serving layout it leaves, the table row."""
+"""`retina-tfx benchmark`: FOV-only pooled scoring, agreement with the Evaluator, the pushed model it
+leaves, the table row."""
 import json
 import os
 
@@ -48,6 +49,9 @@ def test_benchmark_command_leaves_serving_model_scores_and_a_row(demo_drive, tmp
   assert len(versions) == 1 and versions[0].isdigit()
   assert (tmp_path / 'out' / 'serving_model' / versions[0] / 'saved_model.pb').exists()
   assert result['scores']['images'] == 2 and 0 <= result['scores']['auc_roc'] <= 1
+  # The Evaluator (TFMA, FOV as example weight) and this scoring agree on the same test pixels.
+  assert result['evaluator']['auc'] == pytest.approx(result['scores']['auc_roc'], abs=1e-3)
+  assert result['evaluator']['pushed_version'] == versions[0]
   assert result['command'] == 'retina-tfx ' + ' '.join(args)
   rows = [line for line in table.read_text().splitlines() if line.startswith('| 20')]
   assert len(rows) == 1 and f"{result['scores']['auc_roc']:.4f}" in rows[0]

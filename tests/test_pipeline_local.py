@@ -1,5 +1,6 @@
 """The pipeline end to end under LocalDagRunner, through the CLI, with what ML-Metadata records."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -8,12 +9,15 @@ import tensorflow_transform as tft
 from ml_metadata.proto import metadata_store_pb2
 
 import bad_inputs
-from conftest import PIPELINE_ARGS, tree_digest
+from conftest import PIPELINE_ARGS, copy_run, tree_digest
 from models import constants, patches, preprocessing
 from pipeline import cli, configs, metadata
 
 COMPONENTS = ['DriveExampleGen', 'ImportSchemaGen', 'StatisticsGen', 'ExampleValidator', 'DataGate',
-              'Transform', 'PatchGen', 'Trainer']
+              'Transform', 'PatchGen', 'Trainer', 'latest_blessed_model_resolver', 'Evaluator',
+              'Pusher']
+# Re-judged on a rerun: the first run's model became the blessed baseline they compare against.
+GATE = ('latest_blessed_model_resolver', 'Evaluator', 'Pusher')
 LIVE = metadata_store_pb2.Artifact.LIVE
 SMOKE = configs.PROFILES['smoke']
 
@@ -54,14 +58,37 @@ def test_pipeline_runs_end_to_end_and_mlmd_records_every_component(demo_run):
       'train': 4 * SMOKE.patches_per_image, 'eval': SMOKE.patches_per_image}
 
 
-def test_cli_reports_progress_and_artifacts_and_reuses_the_cache(demo_run, demo_drive, capsys):
-  code, out, err = _run(capsys, demo_drive, demo_run, *PIPELINE_ARGS)
+def test_patch_files_mix_the_images(demo_run):
+  """Any stretch of the patch file is a draw from all images: the Trainer's shuffle buffer is
+  smaller than one image's patches, so image-by-image files would give one-image batches."""
+  uri = _node_runs(demo_run)['PatchGen'].outputs['patches'][0]
+  first = patches.parse(tf.constant(_records(os.path.join(uri, 'Split-train'))[:SMOKE.patches_per_image]),
+                        SMOKE.training.patch_size)
+  assert len(set(first[constants.IMAGE_ID_KEY].numpy())) == 4
+
+
+def test_cli_reports_progress_and_artifacts_and_reuses_the_cache(demo_run, demo_drive, tmp_path,
+                                                                 capsys):
+  root = copy_run(demo_run, tmp_path)   # demo_run stays a pipeline root with a single run
+  code, out, err = _run(capsys, demo_drive, root, *PIPELINE_ARGS)
   assert code == 0, err
   for component in COMPONENTS:
-    assert f'{component:<24} done in' in out  # progress per component
-  runs = _node_runs(demo_run)
-  assert {r.state for r in runs.values()} == {'CACHED'}  # unchanged data: nothing recomputed
+    assert f'{component:<{cli.NAME_WIDTH}} done in' in out  # progress per component
+  runs = _node_runs(root)
+  # Unchanged data: nothing recomputed up to the model.
+  assert {r.state for node, r in runs.items() if node not in GATE} == {'CACHED'}
+  assert runs['Trainer'].outputs['model'] == _node_runs(demo_run)['Trainer'].outputs['model']
   assert runs['PatchGen'].outputs['patches'][0] in out  # the CLI says where the artifacts are
+
+
+def test_until_runs_only_a_component_and_what_it_needs(demo_run, demo_drive, tmp_path, capsys):
+  root = copy_run(demo_run, tmp_path)
+  code, out, err = _run(capsys, demo_drive, root, *PIPELINE_ARGS, '--until', 'DataGate')
+  assert code == 0, err
+  ran = re.findall(rf'^  (\S+) +done in', out, flags=re.MULTILINE)
+  assert sorted(ran) == sorted(['DriveExampleGen', 'ImportSchemaGen', 'StatisticsGen',
+                                'ExampleValidator', 'DataGate'])
+  assert 'release gate' not in out
 
 
 def test_serving_transform_matches_materialised_patches(demo_run):

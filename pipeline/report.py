@@ -1,0 +1,190 @@
+"""`retina-tfx report`: one HTML page per evaluation that a person reads in a minute.
+
+Everything on it comes from what the run recorded: the numbers and the curves from the Evaluator's
+TFMA output, the overlays from the evaluated model applied to the same test examples, the
+preprocessing strip from the run's own Transform output and settings.
+"""
+import html
+import json
+import os
+from typing import Dict, List, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from ml_metadata.proto import metadata_store_pb2
+
+from models import constants, preprocessing, serving
+from pipeline import configs, metadata, status, visualize
+
+INDEX_FILE = 'index.html'
+_DECISION_THRESHOLD = 0.5                          # where Acc/Se/Sp/F1 are read
+
+
+class ReportError(ValueError):
+  pass
+
+
+def _pick(rows: List[status.Decision], run: str) -> status.Decision:
+  if not rows:
+    raise ReportError('no evaluations recorded yet: run the pipeline first')
+  if run == 'latest':
+    return rows[-1]
+  matching = [row for row in rows if row.run_id == run]
+  if not matching:
+    raise ReportError(f"no evaluation in run '{run}'; runs: {', '.join(r.run_id for r in rows)}")
+  return matching[-1]
+
+
+def _producer(store, artifact_id: int):
+  """The execution that wrote an artifact, and that execution's input artifacts by key."""
+  output = next(e for e in store.get_events_by_artifact_ids([artifact_id])
+                if e.type == metadata_store_pb2.Event.OUTPUT)
+  execution = store.get_executions_by_id([output.execution_id])[0]
+  return execution, status.artifacts_by_key(store, execution.id, metadata_store_pb2.Event.INPUT)
+
+
+def _curves(evaluation_uri: str) -> Dict[str, np.ndarray]:
+  """FPR, TPR (recall) and precision over TFMA's thresholds for the evaluated model, overall."""
+  for plots in tfma.load_plots(evaluation_uri):
+    if plots.slice_key.single_slice_keys:
+      continue
+    for entry in plots.plot_keys_and_values:
+      # TFMA leaves the plot key's name empty: the plot is known by its content.
+      if (entry.value.HasField('confusion_matrix_at_thresholds')
+          and entry.key.model_name in status.CANDIDATE):
+        matrices = entry.value.confusion_matrix_at_thresholds.matrices
+        return {name: np.array([getattr(m, name) for m in matrices])
+                for name in ('false_positive_rate', 'recall', 'precision')}
+  raise ReportError(f'{evaluation_uri}: no confusion matrix plot (evaluated with another config?)')
+
+
+def _test_examples(examples_uri: str):
+  pattern = os.path.join(examples_uri, f'Split-{constants.TEST_SPLIT}', '*')
+  for record in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern), compression_type='GZIP'):
+    features = tf.train.Example.FromString(record.numpy()).features.feature
+    yield {key: features[key].bytes_list.value[0]
+           for key in (constants.IMAGE_ID_KEY, constants.IMAGE_KEY, constants.LABEL_KEY,
+                       constants.FOV_KEY)}
+
+
+def _decode(png: bytes, channels: int) -> np.ndarray:
+  return tf.io.decode_png(png, channels=channels).numpy()
+
+
+def _overlays(model_uri: str, examples_uri: str, out_dir: str) -> List[Tuple[str, str]]:
+  """Prediction vs ground truth for every test image: (image id, PNG file name)."""
+  model = tf.saved_model.load(os.path.join(model_uri, 'Format-Serving'))
+  serve = model.signatures['serving_with_fov']
+  written = []
+  for example in _test_examples(examples_uri):
+    outputs = serve(images=tf.constant([example[constants.IMAGE_KEY]]),
+                    fovs=tf.constant([example[constants.FOV_KEY]]))
+    vessels = outputs[serving.PROBABILITIES_KEY][0].numpy() >= _DECISION_THRESHOLD
+    rgb = _decode(example[constants.IMAGE_KEY], 3)
+    label = _decode(example[constants.LABEL_KEY], 1)[..., 0] > 127
+    fov = _decode(example[constants.FOV_KEY], 1)[..., 0] > 127
+    image_id = example[constants.IMAGE_ID_KEY].decode()
+    name = f'overlay_{image_id}.png'
+    visualize.write_png(os.path.join(out_dir, name),
+                        visualize.error_overlay(rgb, vessels & fov, label & fov))
+    written.append((image_id, name))
+  return sorted(written)
+
+
+def _preprocessing_strip(store, model_id: int, examples_uri: str, out_dir: str) -> str:
+  """The first test image through the run's own preprocessing (settings and dataset statistics)."""
+  transform_graph = _producer(store, model_id)[1]['transform_graph']
+  transform = _producer(store, transform_graph.id)[0]
+  settings = json.loads(transform.custom_properties['custom_config'].string_value or '{}')
+  config = preprocessing.PreprocessingConfig(**settings)
+  example = next(_test_examples(examples_uri))
+  rgb = _decode(example[constants.IMAGE_KEY], 3)
+  fov = (_decode(example[constants.FOV_KEY], 1)[..., 0] > 127).astype(np.float32)
+  name = 'preprocessing.png'
+  visualize.write_png(os.path.join(out_dir, name), visualize.preprocessing_figure(
+      rgb, fov, f'test image {example[constants.IMAGE_ID_KEY].decode()}', 'the dataset mask', config,
+      transform_graph.uri))
+  return name
+
+
+def _metric_table(decision: status.Decision) -> str:
+  cells = ''.join(f'<th>{title}</th>' for _, title in status.METRIC_COLUMNS)
+  values = ''.join(f'<td>{decision.metrics[key]:.4f}</td>' if key in decision.metrics else '<td>-</td>'
+                   for key, _ in status.METRIC_COLUMNS)
+  return f'<table><tr>{cells}</tr><tr>{values}</tr></table>'
+
+
+def _decision_html(decision: status.Decision) -> str:
+  if decision.blessed:
+    verdict = '<span class="ok">BLESSED</span>'
+    verdict += (f': pushed as version {decision.pushed_version} to '
+                f'<code>{html.escape(decision.pushed_to)}</code>' if decision.pushed_version
+                else ' (not pushed)')
+  else:
+    reasons = ''.join(f'<li>{html.escape(r)}</li>' for r in decision.reasons)
+    verdict = f'<span class="bad">REJECTED</span>, not pushed:<ul>{reasons}</ul>'
+  baseline = (f'compared with blessed model {decision.baseline_model_id}'
+              + (f' (AUC change {decision.auc_change:+.4f})' if decision.auc_change is not None else '')
+              if decision.baseline_model_id is not None else 'no blessed model before it: '
+              'judged by the absolute AUC bound alone')
+  return f'<p>Decision: {verdict}</p><p>{baseline}</p>'
+
+
+def write_report(pipeline_root: str, output_dir: str, run: str = 'latest') -> str:
+  """Writes `output_dir`/index.html and its PNGs for one run's evaluation; returns the HTML path."""
+  if not os.path.exists(configs.metadata_path(pipeline_root)):
+    raise ReportError(f'{pipeline_root}: no pipeline runs recorded here')
+  store = metadata.open_store(pipeline_root)
+  decision = _pick(status.decisions(store, configs.PIPELINE_NAME), run)
+  os.makedirs(output_dir, exist_ok=True)
+  curves = _curves(decision.evaluation_uri)
+  auc, auc_pr = decision.metrics.get('auc', float('nan')), decision.metrics.get(
+      'auc_precision_recall', float('nan'))
+  visualize.write_png(os.path.join(output_dir, 'roc.png'), visualize.curve_plot(
+      curves['false_positive_rate'], curves['recall'], f'ROC, FOV pixels: AUC {auc:.4f}',
+      'false positive rate', 'true positive rate (Se)'))
+  visualize.write_png(os.path.join(output_dir, 'pr.png'), visualize.curve_plot(
+      curves['recall'], curves['precision'], f'Precision-recall: AUC {auc_pr:.4f}',
+      'recall (Se)', 'precision'))
+  overlays = _overlays(decision.model_uri, decision.examples_uri, output_dir)
+  strip = _preprocessing_strip(store, decision.model_id, decision.examples_uri, output_dir)
+  per_image = ''.join(f'<tr><td>{html.escape(image_id)}</td><td>{value:.4f}</td></tr>'
+                      for image_id, value in sorted(decision.per_image_auc.items(),
+                                                    key=lambda item: item[1]))
+  gallery = ''.join(
+      f'<figure><a href="{name}"><img src="{name}" width="282"></a><figcaption>{html.escape(i)}: '
+      f'AUC {decision.per_image_auc.get(i, float("nan")):.4f}</figcaption></figure>'
+      for i, name in overlays)
+  page = f'''<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>retina-tfx run {html.escape(decision.run_id)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1250px; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #bbb; padding: 3px 9px; text-align: right; }}
+.ok {{ color: #080; font-weight: bold; }} .bad {{ color: #b00; font-weight: bold; }}
+figure {{ display: inline-block; margin: 4px; }} .legend span {{ padding: 0 6px; }}
+</style></head><body>
+<h1>Vessel model {decision.model_id}: release gate report</h1>
+<p>Run <code>{html.escape(decision.run_id)}</code>, evaluated {decision.evaluated_at}
+({decision.state.lower()}). Model <code>{html.escape(decision.model_uri)}</code>.</p>
+{_decision_html(decision)}
+<h2>Test split, per pixel inside the FOV (TFMA, FOV as example weight)</h2>
+{_metric_table(decision)}
+<p>Acc, Se (recall), Sp and F1 at probability {_DECISION_THRESHOLD}. The gate reads the AUC only.</p>
+<img src="roc.png"> <img src="pr.png">
+<h2>AUC per test image (worst first)</h2>
+<table><tr><th>image</th><th>AUC</th></tr>{per_image}</table>
+<h2>Prediction vs ground truth at {_DECISION_THRESHOLD}</h2>
+<p class="legend"><span style="background:#{visualize.TP_HEX}">true positive</span>
+<span style="background:#{visualize.FP_HEX}">false positive</span>
+<span style="background:#{visualize.FN_HEX}">false negative (missed vessel)</span></p>
+{gallery}
+<h2>Preprocessing (in the model's graph), for one test image</h2>
+<img src="{strip}" width="1200">
+</body></html>
+'''
+  path = os.path.join(output_dir, INDEX_FILE)
+  with open(path, 'w') as f:
+    f.write(page)
+  return path
+

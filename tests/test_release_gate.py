@@ -1,0 +1,108 @@
+"""The release gate: TFMA's FOV-weighted pixel AUC on the test split, blessing against the latest
+blessed model, pushing only blessed models, and what `status` and `report` show of it."""
+import dataclasses
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from sklearn import metrics
+
+from conftest import copy_run
+from models import constants, serving
+from pipeline import cli, configs, local_runner, metadata, status, visualize
+
+SMOKE = configs.PROFILES['smoke']
+
+
+def _decisions(root):
+  return status.decisions(metadata.open_store(str(root)), configs.PIPELINE_NAME)
+
+
+def _versions(serving_dir):
+  return sorted(os.listdir(serving_dir)) if os.path.isdir(serving_dir) else []
+
+
+def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo_drive, tmp_path,
+                                                                  capsys):
+  serving_dir = demo_run.parent / configs.SERVING_DIR
+  [first] = _decisions(demo_run)
+  assert first.blessed and first.baseline_model_id is None and first.reasons == []
+  assert first.metrics['auc'] >= SMOKE.min_auc
+  assert _versions(serving_dir) == [first.pushed_version]
+  assert (serving_dir / first.pushed_version / 'saved_model.pb').exists()
+
+  # A model trained for one step, judged against the first: no absolute bound, only the change.
+  root = copy_run(demo_run, tmp_path)
+  one_step = dataclasses.replace(SMOKE, min_auc=0.0, training=dataclasses.replace(
+      SMOKE.training, epochs=1, steps_per_epoch=1))
+  local_runner.run([str(demo_drive)], str(root), one_step, str(root.parent / configs.SERVING_DIR),
+                   eval_count=1)
+  first_again, second = _decisions(root)
+  assert first_again == first
+  assert not second.blessed and second.baseline_model_id == first.model_id
+  assert second.metrics['auc'] < first.metrics['auc'] - SMOKE.max_auc_drop
+  assert second.auc_change == pytest.approx(second.metrics['auc'] - first.metrics['auc'], abs=1e-6)
+  assert len(second.reasons) == 1 and second.reasons[0].startswith('auc changed by -')
+  assert second.pushed_version is None
+  assert _versions(root.parent / configs.SERVING_DIR) == [first.pushed_version]
+
+  assert cli.main(['status', '--pipeline-root', str(root)]) == 0
+  table = capsys.readouterr().out
+  assert re.search(rf'\s{first.model_id}\s+-\s.*BLESSED\s+{first.pushed_version}', table), table
+  assert re.search(rf'\s{second.model_id}\s+{first.model_id}\s.*REJECTED\s+-', table), table
+  assert f'why: {second.reasons[0]}' in table
+  assert cli.main(['status', '--pipeline-root', str(root), '--json']) == 0
+  listed = json.loads(capsys.readouterr().out)
+  assert [(d['model_id'], d['blessed'], d['pushed_version']) for d in listed] == [
+      (first.model_id, True, first.pushed_version), (second.model_id, False, None)]
+
+
+def test_tfma_fov_weighted_auc_equals_sklearn_on_the_fov_pixels(demo_run):
+  [decision] = _decisions(demo_run)
+  model = tf.saved_model.load(os.path.join(decision.model_uri, 'Format-Serving'))
+  pattern = os.path.join(decision.examples_uri, f'Split-{constants.TEST_SPLIT}', '*')
+  examples = tf.constant([r.numpy() for r in tf.data.TFRecordDataset(
+      tf.io.gfile.glob(pattern), compression_type='GZIP')])
+  # The very signatures TFMA calls: predictions, and the transformed label and FOV maps.
+  scores = model.signatures['predict_examples'](examples=examples)[serving.PROBABILITIES_KEY].numpy()
+  transformed = model.signatures['transform_features'](examples=examples)
+  labels, fov = (transformed[key].numpy() for key in (constants.LABEL_KEY, constants.FOV_KEY))
+  inside = fov > 0.5
+  assert decision.metrics['example_count'] == inside.sum()  # FOV-weighted: FOV pixels only
+  expected = metrics.roc_auc_score(labels[inside] > 0.5, scores[inside])
+  assert decision.metrics['auc'] == pytest.approx(expected, abs=1e-4)
+  image_ids = [tf.train.Example.FromString(e).features.feature[constants.IMAGE_ID_KEY]
+               .bytes_list.value[0].decode() for e in examples.numpy()]
+  for i, image_id in enumerate(image_ids):
+    assert decision.per_image_auc[image_id] == pytest.approx(
+        metrics.roc_auc_score(labels[i][inside[i]] > 0.5, scores[i][inside[i]]), abs=1e-4)
+
+
+def test_report_shows_the_pictures_and_the_numbers_status_shows(demo_run, tmp_path, capsys):
+  assert (demo_run / configs.REPORT_DIR / 'index.html').exists()  # `run` wrote one
+  out = tmp_path / 'report'
+  assert cli.main(['report', '--pipeline-root', str(demo_run), '-o', str(out)]) == 0
+  page = (out / 'index.html').read_text()
+  images = sorted(set(re.findall(r'<img src="([^"]+)"', page)))
+  [decision] = _decisions(demo_run)
+  assert len(images) == 3 + len(decision.per_image_auc)  # ROC, PR, preprocessing + overlays
+  for name in images:
+    with Image.open(out / name) as image:
+      assert image.format == 'PNG' and image.size[0] > 100
+      image.verify()
+  for key, _ in status.METRIC_COLUMNS:
+    assert f'{decision.metrics[key]:.4f}' in page, key
+  for value in decision.per_image_auc.values():
+    assert f'{value:.4f}' in page
+  assert 'BLESSED' in page and decision.pushed_version in page
+  overlay = np.asarray(Image.open(out / next(n for n in images if n.startswith('overlay_'))))
+  colours = {tuple(int(c) for c in pixel) for pixel in overlay.reshape(-1, 3)}
+  assert {visualize.TP_RGB, visualize.FP_RGB, visualize.FN_RGB} <= colours
+
+  assert cli.main(['report', '--pipeline-root', str(demo_run), '--run', 'nope', '-o',
+                   str(tmp_path / 'x')]) == 1
+  assert "no evaluation in run 'nope'" in capsys.readouterr().err
