@@ -7,7 +7,7 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from components.patch_gen.executor import MixPatches, _mix_key, extract_patches
+from components.patch_gen.executor import MixPatches, _mix_key, check_patch_count, extract_patches
 from models import constants, patches
 
 
@@ -69,3 +69,10 @@ def test_mixing_keeps_every_patch_and_depends_on_the_seed():
       assert_that(mixed, equal_to(records))
   keys = lambda seed: sorted(records, key=lambda record: _mix_key(seed, record))
   assert keys(0) != keys(1) and keys(0) != records
+
+
+def test_a_patch_count_other_than_images_times_patches_per_image_stops_the_run():
+  check_patch_count('train', images=16, patches_per_image=6000, written=96000)
+  with pytest.raises(RuntimeError, match=r"split 'train': 83340 patches written, expected 96000 "
+                                         r"\(16 images x 6000\): the Beam runner lost"):
+    check_patch_count('train', images=16, patches_per_image=6000, written=83340)

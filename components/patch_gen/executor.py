@@ -75,6 +75,20 @@ class MixPatches(beam.PTransform):
             | 'Sort' >> beam.FlatMap(lambda group: [record for _, record in sorted(group[1])]))
 
 
+def count_records(pattern: str) -> int:
+  files = tf.io.gfile.glob(pattern)
+  return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type='GZIP'))
+
+
+def check_patch_count(split: str, images: int, patches_per_image: int, written: int) -> None:
+  """Every image gives exactly patches_per_image patches: anything else is data a runner lost or
+  duplicated, and must not reach the Trainer silently."""
+  if written != images * patches_per_image:
+    raise RuntimeError(
+        f'PatchGen: split {split!r}: {written} patches written, expected {images * patches_per_image} '
+        f'({images} images x {patches_per_image}): the Beam runner lost or duplicated patches')
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -96,6 +110,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
              | f'Mix[{split}]' >> MixPatches(exec_properties['seed'])
              | f'WriteSplit[{split}]' >> write_split.WriteSplit(
                  artifact_utils.get_split_uri([output], split), _FILE_FORMAT))
+    for split in splits:
+      check_patch_count(
+          split, count_records(os.path.join(artifact_utils.get_split_uri([transformed], split), '*')),
+          patches_per_image,
+          count_records(os.path.join(artifact_utils.get_split_uri([output], split), '*')))
     examples_utils.set_payload_format(output, example_gen_pb2.FORMAT_TF_EXAMPLE)
     examples_utils.set_file_format(output, write_split.to_file_format_str(_FILE_FORMAT))
     output.set_int_custom_property('patch_size', patch_size)
