@@ -160,7 +160,8 @@ def write_report(pipeline_root: str, output_dir: str, run: str = 'latest') -> st
 <html><head><meta charset="utf-8"><title>retina-tfx run {html.escape(decision.run_id)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; max-width: 1250px; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #bbb; padding: 3px 9px; text-align: right; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #bbb; padding: 3px 9px; text-align: right; }}
 .ok {{ color: #080; font-weight: bold; }} .bad {{ color: #b00; font-weight: bold; }}
 figure {{ display: inline-block; margin: 4px; }} .legend span {{ padding: 0 6px; }}
 </style></head><body>

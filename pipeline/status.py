@@ -18,8 +18,8 @@ PUSHER_NODE = 'Pusher'
 # Columns of the table, in TFMA's metric names (all FOV-weighted, per pixel, on the test split).
 METRIC_COLUMNS = (('auc', 'AUC'), ('auc_precision_recall', 'AUC-PR'), ('binary_accuracy', 'Acc'),
                   ('recall', 'Se'), ('specificity', 'Sp'), ('f1_score', 'F1'))
-CANDIDATE = ('', 'candidate')
-_BASELINE_ID = evaluator.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY   # TFMA names the evaluated model 'candidate' once a baseline exists
+CANDIDATE = ('', 'candidate')   # TFMA names the evaluated model 'candidate' once a baseline exists
+_BASELINE_ID = evaluator.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY
 
 
 @dataclasses.dataclass

@@ -85,7 +85,7 @@ def test_until_runs_only_a_component_and_what_it_needs(demo_run, demo_drive, tmp
   root = copy_run(demo_run, tmp_path)
   code, out, err = _run(capsys, demo_drive, root, *PIPELINE_ARGS, '--until', 'DataGate')
   assert code == 0, err
-  ran = re.findall(rf'^  (\S+) +done in', out, flags=re.MULTILINE)
+  ran = re.findall(r'^  (\S+) +done in', out, flags=re.MULTILINE)
   assert sorted(ran) == sorted(['DriveExampleGen', 'ImportSchemaGen', 'StatisticsGen',
                                 'ExampleValidator', 'DataGate'])
   assert 'release gate' not in out
