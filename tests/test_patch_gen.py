@@ -7,7 +7,8 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from components.patch_gen.executor import MixPatches, _mix_key, check_patch_count, extract_patches
+from components.patch_gen.executor import (MIX_GROUP_SIZE, MixPatches, _mix_key, check_patch_count,
+                                           extract_patches, group_count)
 from models import constants, patches
 
 
@@ -63,9 +64,9 @@ def test_an_image_without_room_for_a_patch_in_its_fov_is_an_error():
 
 def test_mixing_keeps_every_patch_and_depends_on_the_seed():
   records = [f'{image}-{i}'.encode() for image in 'abc' for i in range(30)]
-  for seed in (0, 1):
+  for seed, groups in ((0, 1), (1, 4)):
     with TestPipeline() as pipeline:
-      mixed = pipeline | beam.Create(records) | MixPatches(seed)
+      mixed = pipeline | beam.Create(records) | MixPatches(seed, groups)
       assert_that(mixed, equal_to(records))
   keys = lambda seed: sorted(records, key=lambda record: _mix_key(seed, record))
   assert keys(0) != keys(1) and keys(0) != records
@@ -76,3 +77,10 @@ def test_a_patch_count_other_than_images_times_patches_per_image_stops_the_run()
   with pytest.raises(RuntimeError, match=r"split 'train': 83340 patches written, expected 96000 "
                                          r"\(16 images x 6000\): the Beam runner lost"):
     check_patch_count('train', images=16, patches_per_image=6000, written=83340)
+
+
+def test_groups_hold_about_mix_group_size_patches():
+  assert group_count(1) == 1
+  assert group_count(MIX_GROUP_SIZE) == 1
+  assert group_count(MIX_GROUP_SIZE + 1) == 2
+  assert group_count(16 * 6000) == 96000 // MIX_GROUP_SIZE

@@ -57,22 +57,34 @@ def _mix_key(seed: int, record: bytes) -> int:
 
 class MixPatches(beam.PTransform):
   """Reorders patches so any stretch of the output is a seeded random draw from all images: each
-  patch gets a hash key, patches are grouped by key into groups of about MIX_GROUP_SIZE, and every
-  group is emitted sorted by key. Deterministic for a seed, bounded memory per group."""
+  patch gets a hash key, patches are grouped by key into `group_count` groups, and every group is
+  emitted sorted by key. Deterministic for a seed, bounded memory per group.
 
-  def __init__(self, seed: int):
+  The group count is a number, not a Beam side input: with a side input (a Count of the patches)
+  Beam 2.59's multi-processing DirectRunner lost 1-22 % of the train patches (whole 10 MB data
+  channel chunks of single images' patches) between the extraction and the grouping; fixed it
+  writes every patch (tests/test_pipeline_local.py, BENCHMARKS.md)."""
+
+  def __init__(self, seed: int, group_count: int):
     super().__init__()
     self._seed = seed
+    self._group_count = group_count
 
   def expand(self, records):
-    group_count = (records | 'Count' >> beam.combiners.Count.Globally()
-                   | 'Groups' >> beam.Map(lambda count: max(1, -(-count // MIX_GROUP_SIZE))))
     return (records
-            | 'Key' >> beam.Map(lambda record: (_mix_key(self._seed, record), record))
-            | 'Group' >> beam.Map(lambda keyed, groups: (keyed[0] % groups, keyed),
-                                  groups=beam.pvalue.AsSingleton(group_count))
+            | 'Key' >> beam.Map(_group_and_key, self._seed, self._group_count)
             | 'GroupByKey' >> beam.GroupByKey()
             | 'Sort' >> beam.FlatMap(lambda group: [record for _, record in sorted(group[1])]))
+
+
+def _group_and_key(record: bytes, seed: int, group_count: int):
+  key = _mix_key(seed, record)
+  return key % group_count, (key, record)
+
+
+def group_count(patch_count: int) -> int:
+  """Groups of about MIX_GROUP_SIZE patches."""
+  return max(1, -(-patch_count // MIX_GROUP_SIZE))
 
 
 def count_records(pattern: str) -> int:
@@ -100,21 +112,22 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     patches_per_image = exec_properties['patches_per_image']
     patch_size = exec_properties['patch_size']
     output.split_names = artifact_utils.encode_split_names(splits)
+    inputs = {split: os.path.join(artifact_utils.get_split_uri([transformed], split), '*')
+              for split in splits}
+    outputs = {split: artifact_utils.get_split_uri([output], split) for split in splits}
+    images = {split: count_records(inputs[split]) for split in splits}
     with self._make_beam_pipeline() as pipeline:
       for split in splits:
-        input_pattern = os.path.join(artifact_utils.get_split_uri([transformed], split), '*')
         _ = (pipeline
-             | f'Read[{split}]' >> beam.io.ReadFromTFRecord(input_pattern)
+             | f'Read[{split}]' >> beam.io.ReadFromTFRecord(inputs[split])
              | f'Extract[{split}]' >> beam.FlatMap(extract_patches, patches_per_image, patch_size,
                                                    exec_properties['seed'])
-             | f'Mix[{split}]' >> MixPatches(exec_properties['seed'])
-             | f'WriteSplit[{split}]' >> write_split.WriteSplit(
-                 artifact_utils.get_split_uri([output], split), _FILE_FORMAT))
+             | f'Mix[{split}]' >> MixPatches(exec_properties['seed'],
+                                             group_count(images[split] * patches_per_image))
+             | f'WriteSplit[{split}]' >> write_split.WriteSplit(outputs[split], _FILE_FORMAT))
     for split in splits:
-      check_patch_count(
-          split, count_records(os.path.join(artifact_utils.get_split_uri([transformed], split), '*')),
-          patches_per_image,
-          count_records(os.path.join(artifact_utils.get_split_uri([output], split), '*')))
+      check_patch_count(split, images[split], patches_per_image,
+                        count_records(os.path.join(outputs[split], '*')))
     examples_utils.set_payload_format(output, example_gen_pb2.FORMAT_TF_EXAMPLE)
     examples_utils.set_file_format(output, write_split.to_file_format_str(_FILE_FORMAT))
     output.set_int_custom_property('patch_size', patch_size)
