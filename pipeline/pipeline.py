@@ -8,6 +8,7 @@ from tfx import v1 as tfx
 import schemas
 from components.data_gate.component import DataGate
 from components.drive_example_gen.component import DriveExampleGen
+from components.numbered_pusher.component import NumberedPusher
 from components.patch_gen.component import PatchGen
 from models import constants
 from pipeline import eval_config
@@ -72,11 +73,12 @@ def create_pipeline(
       baseline_model=latest_blessed_model.outputs['model'],
       eval_config=eval_config.eval_config(profile.min_auc, profile.max_auc_drop),
       example_splits=[constants.TEST_SPLIT])
-  pusher = tfx.components.Pusher(
+  pusher = NumberedPusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
-          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)))
+          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
+  ).with_id('Pusher')
   components: List[tfx.dsl.components.base.base_node.BaseNode] = [
       example_gen, statistics_gen, schema_importer, example_validator, data_gate, transform,
       patch_gen, trainer, latest_blessed_model, evaluator, pusher]

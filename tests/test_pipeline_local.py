@@ -79,6 +79,8 @@ def test_cli_reports_progress_and_artifacts_and_reuses_the_cache(demo_run, demo_
   assert {r.state for node, r in runs.items() if node not in GATE} == {'CACHED'}
   assert runs['Trainer'].outputs['model'] == _node_runs(demo_run)['Trainer'].outputs['model']
   assert runs['PatchGen'].outputs['patches'][0] in out  # the CLI says where the artifacts are
+  # The same model, blessed again against itself, is the serving folder's second release.
+  assert sorted(os.listdir(root.parent / configs.SERVING_DIR)) == ['1', '2']
 
 
 def test_until_runs_only_a_component_and_what_it_needs(demo_run, demo_drive, tmp_path, capsys):
