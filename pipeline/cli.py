@@ -57,6 +57,7 @@ def _logging_to_file(log_path: str):
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   root, absl_logger, tf_logger = (logging.getLogger(name) for name in ('', 'absl', 'tensorflow'))
   saved_handlers, saved_level = list(root.handlers), root.level
+  saved_verbosity = absl_logging.get_verbosity()
   saved_tf_handlers, saved_tf_propagate = list(tf_logger.handlers), tf_logger.propagate
   file_handler = logging.FileHandler(log_path)
   file_handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
@@ -81,6 +82,8 @@ def _logging_to_file(log_path: str):
     for handler in saved_handlers:
       root.addHandler(handler)
     root.setLevel(saved_level)
+    # Or absl's INFO records (MLMD connections of `status` after a run) reach the terminal.
+    absl_logging.set_verbosity(saved_verbosity)
     for handler in saved_tf_handlers:
       tf_logger.addHandler(handler)
     tf_logger.propagate = saved_tf_propagate
