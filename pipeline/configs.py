@@ -37,8 +37,8 @@ PROFILES = {
     # The recipe's preprocessing and patch budget (190,000 48x48 patches from 20 images = 21.9 M
     # pixels per image), cut as 6,000 64x64 patches per image (24.6 M): whole-image inference
     # profits from the larger context, and zero-padded patch borders cover less of each patch.
-    # ~1.7 min per epoch of 400 batches of 32 here: 22 epochs fit the 42-minute budget with the
-    # cosine decay complete. Validation reads 4,800 eval patches: fewer made the epoch-to-epoch
+    # 2.1-2.6 min per epoch of 400 batches of 32 with validation here: the 42-minute budget stops
+    # training after 18-20 of the 22 epochs the cosine decay is laid out for. Validation reads 4,800 eval patches: fewer made the epoch-to-epoch
     # AUC noise larger than the gains, and a patience of 6 stopped a run at epoch 11 of 22.
     # Pure FOV-masked cross-entropy (no Dice): the release metric is the AUC, a ranking that Dice's
     # push towards saturated 0/1 outputs does not help.

@@ -62,8 +62,8 @@ class MixPatches(beam.PTransform):
 
   The group count is a number, not a Beam side input: with a side input (a Count of the patches)
   Beam 2.59's multi-processing DirectRunner lost 1-22 % of the train patches (whole 10 MB data
-  channel chunks of single images' patches) between the extraction and the grouping; fixed it
-  writes every patch (tests/test_pipeline_local.py, BENCHMARKS.md)."""
+  channel chunks of single images' patches) between the extraction and the grouping; fixed, it
+  writes every patch (BENCHMARKS.md)."""
 
   def __init__(self, seed: int, group_count: int):
     super().__init__()
