@@ -4,12 +4,17 @@ Loss: binary cross-entropy plus soft Dice, both over FOV pixels only. Vessels ar
 cross-entropy keeps probabilities calibrated, which the AUC ranking needs; Dice weighs the minority
 class as much as the background, which keeps thin vessels above the 0.5 threshold that
 Se/F1 are read at. Pixels outside the FOV are never scored, so they are never trained on either.
+
+Exported weights: those of the epoch with the best validation FOV AUC or, when configured, an
+exponential moving average of the weights over the last steps, whichever scores higher on the same
+validation patches. Late in a short training the weights still jitter from batch to batch; their
+average sits nearer the middle of the minimum they circle.
 """
 import dataclasses
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -18,6 +23,11 @@ from absl import logging
 from models import constants, model as model_lib, patches, serving
 
 SHUFFLE_BUFFER = 4096
+# Training batches that re-collect batch-norm statistics for averaged weights: batch norm's momentum
+# is 0.9 (models/model.py), so after 100 batches the old statistics weigh 0.9^100, nothing.
+BATCH_NORM_RECALIBRATION_STEPS = 100
+BEST_EPOCH = 'best_epoch'
+WEIGHT_AVERAGE = 'weight_average'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +41,7 @@ class TrainingConfig:
   early_stopping_patience: int = 5
   max_minutes: Optional[float] = None   # wall-time budget; training stops at the epoch past it
   dice_weight: float = 0.5
+  weight_average_momentum: Optional[float] = None   # EMA of the weights per step; None: off
   serving_flip_average: bool = True   # exported model averages with its mirror-image prediction
   seed: int = 0
   model: model_lib.ModelConfig = model_lib.ModelConfig()
@@ -159,13 +170,30 @@ def compile_model(config: TrainingConfig) -> keras.Model:
   model = model_lib.build_model(config.model)
   total_steps = config.epochs * config.steps_per_epoch
   schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.05)
-  model.compile(optimizer=keras.optimizers.Adam(schedule), loss=FovLoss(config.dice_weight),
+  # With use_ema, Keras keeps the average in the optimizer and writes it into the model when fit ends.
+  averaging = config.weight_average_momentum is not None
+  optimizer = keras.optimizers.Adam(schedule, use_ema=averaging,
+                                    ema_momentum=config.weight_average_momentum if averaging else 0.99)
+  model.compile(optimizer=optimizer, loss=FovLoss(config.dice_weight),
                 metrics=[FovAUC(name='auc', num_thresholds=500)])
   return model
 
 
-def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str) -> keras.Model:
-  """Fits a fresh model on the patches; returns it with the weights of its best validation epoch."""
+def recalibrate_batch_norm(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> None:
+  """Re-collects batch norm's moving statistics for the model's current weights: statistics
+  collected while training belong to the weights of those steps, not to their average."""
+  for images, _ in dataset.take(steps):
+    model(images, training=True)   # in eager mode this updates the moving statistics
+
+
+def validation_auc(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> float:
+  return model.evaluate(dataset, steps=steps, verbose=0, return_dict=True)['auc']
+
+
+def train(config: TrainingConfig, train_files, eval_files,
+          model_run_dir: str) -> Tuple[keras.Model, Dict[str, Any]]:
+  """Fits a fresh model on the patches. Returns it with the weights it exports (see the module
+  docstring) and a summary: the candidates' validation AUCs and which one was chosen."""
   keras.utils.set_random_seed(config.seed)
   strategy = choose_strategy()
   logging.info('Trainer: strategy %s, %d replica(s), policy %s', type(strategy).__name__,
@@ -174,34 +202,46 @@ def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str) -
     model = compile_model(config)
   logging.info('Trainer: %s with %d parameters', model.name, model.count_params())
   best_weights = os.path.join(model_run_dir, 'checkpoints', 'best.weights.h5')
+  checkpoint = keras.callbacks.ModelCheckpoint(best_weights, monitor='val_auc', mode='max',
+                                               save_best_only=True, save_weights_only=True)
   callbacks = [
       # Model selection by the FOV AUC of the eval patches, the release metric: on DRIVE the
       # validation loss (its Dice term above all) bottomed out epochs before the AUC did.
       keras.callbacks.EarlyStopping(monitor='val_auc', mode='max',
                                     patience=config.early_stopping_patience),
-      keras.callbacks.ModelCheckpoint(best_weights, monitor='val_auc', mode='max',
-                                      save_best_only=True, save_weights_only=True),
+      checkpoint,
       keras.callbacks.TensorBoard(os.path.join(model_run_dir, 'logs'), profile_batch=0),
       TimeBudget(config.max_minutes),
       ProgressLog(),
   ]
-  model.fit(make_dataset(train_files, config, training=True),
-            validation_data=make_dataset(eval_files, config, training=False),
-            epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-            validation_steps=config.validation_steps, callbacks=callbacks, verbose=0)
-  # Whatever ended training (epochs, patience or the time budget), export the best epoch.
-  model.load_weights(best_weights)
-  return model
+  train_data = make_dataset(train_files, config, training=True)
+  validation_data = make_dataset(eval_files, config, training=False)
+  model.fit(train_data, validation_data=validation_data, epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch, validation_steps=config.validation_steps,
+            callbacks=callbacks, verbose=0)
+  # Whatever ended training (epochs, patience or the time budget), choose between the best epoch
+  # and the weight average, which fit has just written into the model.
+  candidates = {BEST_EPOCH: float(checkpoint.best)}
+  if config.weight_average_momentum is not None:
+    recalibrate_batch_norm(model, train_data, BATCH_NORM_RECALIBRATION_STEPS)
+    candidates[WEIGHT_AVERAGE] = validation_auc(model, validation_data, config.validation_steps)
+    model.save_weights(os.path.join(model_run_dir, 'checkpoints', 'average.weights.h5'))
+  chosen = max(candidates, key=candidates.get)
+  if chosen == BEST_EPOCH:
+    model.load_weights(best_weights)
+  logging.info('Trainer: validation AUC %s; exporting the %s',
+               ', '.join(f'{k}={v:.4f}' for k, v in candidates.items()), chosen.replace('_', ' '))
+  return model, {'validation_auc': candidates, 'exported': chosen}
 
 
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point (GenericExecutor)."""
   config = TrainingConfig.from_custom_config(fn_args.custom_config or {})
   started = time.monotonic()
-  model = train(config, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir)
+  model, summary = train(config, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir)
   training_seconds = time.monotonic() - started
   serving.export(model, fn_args.transform_output, fn_args.serving_model_dir, config.model,
                  flip_average=config.serving_flip_average)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, 'training.json'), 'w') as f:
     json.dump({'training_seconds': training_seconds, 'parameters': model.count_params(),
-               'config': config.to_custom_config()}, f, indent=2)
+               **summary, 'config': config.to_custom_config()}, f, indent=2)

@@ -1,8 +1,12 @@
-"""The Trainer's input pipeline over PatchGen's files: shapes, targets, augmentation only in training."""
+"""The Trainer over PatchGen's files: batches (shapes, targets, augmentation only in training) and the
+weights it exports (best epoch or weight average)."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import tf_keras as keras
+
+from models import model as model_lib
 from models import patches, training
 
 
@@ -31,3 +35,47 @@ def test_batches_carry_image_and_label_with_fov(tmp_path):
 def test_missing_patch_files_are_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match='no patch files match'):
     training.make_dataset([str(tmp_path / '*.gz')], training.TrainingConfig(), True)
+
+
+# A model small enough to train in seconds on 8x8 patches whose vessels are the bright pixels.
+_TINY = dict(patch_size=8, batch_size=4, epochs=3, steps_per_epoch=5, validation_steps=3,
+             model=model_lib.ModelConfig(base_filters=4, depth=1))
+
+
+def _train(tmp_path, **overrides):
+  _write_patches(tmp_path / 'train.gz', 40, 8)
+  _write_patches(tmp_path / 'eval.gz', 12, 8)
+  config = training.TrainingConfig(**{**_TINY, **overrides})
+  model, summary = training.train(config, [str(tmp_path / 'train.gz')], [str(tmp_path / 'eval.gz')],
+                                  str(tmp_path / 'run'))
+  exported_auc = training.validation_auc(
+      model, training.make_dataset([str(tmp_path / 'eval.gz')], config, False), config.validation_steps)
+  return model, summary, exported_auc
+
+
+def test_without_averaging_the_best_validation_epoch_is_exported(tmp_path):
+  _, summary, exported_auc = _train(tmp_path)
+  assert summary['exported'] == training.BEST_EPOCH
+  assert list(summary['validation_auc']) == [training.BEST_EPOCH]
+  assert exported_auc == pytest.approx(summary['validation_auc'][training.BEST_EPOCH], abs=1e-6)
+
+
+def test_with_averaging_the_better_of_best_epoch_and_average_is_exported(tmp_path):
+  _, summary, exported_auc = _train(tmp_path, weight_average_momentum=0.9)
+  candidates = summary['validation_auc']
+  assert set(candidates) == {training.BEST_EPOCH, training.WEIGHT_AVERAGE}
+  assert summary['exported'] == max(candidates, key=candidates.get)
+  assert exported_auc == pytest.approx(max(candidates.values()), abs=1e-6)
+  assert (tmp_path / 'run' / 'checkpoints' / 'average.weights.h5').exists()
+
+
+def test_batch_norm_recalibration_moves_only_the_moving_statistics():
+  model = model_lib.build_model(model_lib.ModelConfig(base_filters=4, depth=1))
+  batch_norm = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+  trainable = [w.numpy() for w in model.trainable_weights]
+  images = tf.fill([4, 8, 8, 1], 0.7)
+  training.recalibrate_batch_norm(model, tf.data.Dataset.from_tensors((images, images)).repeat(), 30)
+  # The first conv's input is constant 0.7, so its outputs' mean is no longer the initial zero.
+  assert np.abs(batch_norm.moving_mean.numpy()).max() > 1e-3
+  for before, after in zip(trainable, model.trainable_weights, strict=True):
+    np.testing.assert_array_equal(before, after.numpy())
