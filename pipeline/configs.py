@@ -45,9 +45,9 @@ PROFILES = {
     # epoch-to-epoch AUC noise larger than the gains, and a patience of 6 stopped a run at epoch 11.
     # Pure FOV-masked cross-entropy (no Dice): the release metric is the AUC, a ranking that Dice's
     # push towards saturated 0/1 outputs does not help.
-    # Weight average: from epoch ~14 the validation AUC only jitters (0.9770-0.9774 in the 39.7-min run of
-    # BENCHMARKS.md); an EMA over the last ~2,000 steps (~5 epochs) averages that plateau, and the
-    # Trainer exports it only if it beats the best epoch on the validation patches.
+    # Weight average: from epoch ~14 the validation AUC only jitters (0.9770-0.9774 in the
+    # 39.7-min run of BENCHMARKS.md); an EMA over the last ~2,000 steps (~5 epochs) averages that
+    # plateau, and the Trainer exports it only if it beats the best epoch on the validation patches.
     'drive': Profile(name='drive', patches_per_image=6000, min_auc=0.975, training=TrainingConfig(
         patch_size=64, epochs=19, steps_per_epoch=400, validation_steps=150, learning_rate=1e-3,
         max_minutes=42, early_stopping_patience=10, dice_weight=0.0,
