@@ -56,15 +56,46 @@ class TrainingConfig:
     return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
-def choose_strategy():
-  """MirroredStrategy across all GPUs with mixed precision when there are GPUs; else the default
-  (CPU) strategy in float32, where float16 only slows things down."""
-  gpus = tf.config.list_physical_devices('GPU')
-  if gpus:
+# CPU flags of native bfloat16 matrix maths (Intel AMX, AVX512-BF16), which oneDNN uses for Keras'
+# mixed_bfloat16 policy: measured 1.7x faster training steps than float32 on an AMX machine. Without
+# them bfloat16 is emulated (~3x slower than float32) or has no convolution kernel at all.
+_BFLOAT16_CPU_FLAGS = ('amx_bf16', 'avx512_bf16')
+
+
+def cpu_flags(cpuinfo_path: str = '/proc/cpuinfo') -> frozenset:
+  """The CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
+  try:
+    with open(cpuinfo_path) as f:
+      for line in f:
+        if line.startswith('flags'):
+          return frozenset(line.split(':', 1)[1].split())
+  except OSError:
+    pass
+  return frozenset()
+
+
+def choose_strategy(flags: Optional[frozenset] = None):
+  """MirroredStrategy across all GPUs with mixed float16 when there are GPUs; else the default
+  (CPU) strategy, in mixed bfloat16 where the CPU computes bfloat16 natively, else float32 (float16
+  only slows a CPU down). `flags` defaults to this machine's CPU flags."""
+  if tf.config.list_physical_devices('GPU'):
     keras.mixed_precision.set_global_policy('mixed_float16')
     return tf.distribute.MirroredStrategy()
-  keras.mixed_precision.set_global_policy('float32')
+  flags = cpu_flags() if flags is None else flags
+  native_bfloat16 = any(flag in flags for flag in _BFLOAT16_CPU_FLAGS)
+  keras.mixed_precision.set_global_policy('mixed_bfloat16' if native_bfloat16 else 'float32')
   return tf.distribute.get_strategy()
+
+
+def float32_copy(model: keras.Model, config: model_lib.ModelConfig) -> keras.Model:
+  """The model rebuilt in float32 with the same weights: the export must serve on any CPU, and a
+  bfloat16 or float16 graph has no CPU kernels on some (AVX2) and crawls on most others."""
+  keras.mixed_precision.set_global_policy('float32')
+  if model.compute_dtype == 'float32':
+    return model
+  copy = model_lib.build_model(config)
+  copy.set_weights(model.get_weights())
+  return copy
 
 
 def augment(image: tf.Tensor, label: tf.Tensor, fov: tf.Tensor, seed: tf.Tensor):
@@ -240,7 +271,7 @@ def run_fn(fn_args) -> None:
   started = time.monotonic()
   model, summary = train(config, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir)
   training_seconds = time.monotonic() - started
-  serving.export(model, fn_args.transform_output, fn_args.serving_model_dir, config.model,
+  serving.export(float32_copy(model, config.model), fn_args.transform_output, fn_args.serving_model_dir, config.model,
                  flip_average=config.serving_flip_average)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, 'training.json'), 'w') as f:
     json.dump({'training_seconds': training_seconds, 'parameters': model.count_params(),

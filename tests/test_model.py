@@ -31,25 +31,59 @@ def test_unknown_architecture_is_a_clear_error():
     model_lib.build_model(model_lib.ModelConfig(architecture='vgg'))
 
 
-def test_cpu_gets_default_strategy_in_float32():
-  strategy = training.choose_strategy()
+@pytest.fixture
+def restores_float32_policy():
+  yield
+  keras.mixed_precision.set_global_policy('float32')
+
+
+@pytest.mark.parametrize('flags, policy', [
+    (frozenset(), 'float32'),
+    (frozenset({'avx2', 'avx512f', 'avx512bw'}), 'float32'),   # bfloat16 would be emulated
+    (frozenset({'avx512f', 'avx512_bf16'}), 'mixed_bfloat16'),
+    (frozenset({'avx512f', 'amx_tile', 'amx_bf16'}), 'mixed_bfloat16'),
+])
+def test_cpu_gets_default_strategy_and_bfloat16_only_where_native(flags, policy,
+                                                                   restores_float32_policy):
+  strategy = training.choose_strategy(flags)
   assert not isinstance(strategy, tf.distribute.MirroredStrategy)
+  assert keras.mixed_precision.global_policy().name == policy
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 amx_bf16 avx2\n')
+  assert training.cpu_flags(str(cpuinfo)) == {'fpu', 'sse2', 'amx_bf16', 'avx2'}
+  assert training.cpu_flags(str(tmp_path / 'missing')) == frozenset()
+
+
+def test_mixed_precision_models_are_exported_as_float32_with_the_same_weights(
+    restores_float32_policy):
+  config = model_lib.ModelConfig(base_filters=4, depth=2)
+  keras.mixed_precision.set_global_policy('mixed_bfloat16')
+  trained = model_lib.build_model(config)
+  assert trained.compute_dtype == 'bfloat16'
+  exported = training.float32_copy(trained, config)
+  assert exported.compute_dtype == 'float32'
   assert keras.mixed_precision.global_policy().name == 'float32'
+  for ours, theirs in zip(exported.get_weights(), trained.get_weights()):
+    np.testing.assert_array_equal(ours, theirs)
+  images = tf.random.uniform([1, 32, 32, 1], seed=1)
+  np.testing.assert_allclose(exported(images, training=False),
+                             trained(images, training=False), atol=0.02)
+  assert training.float32_copy(exported, config) is exported
 
 
-def test_gpus_get_mirrored_strategy_and_mixed_precision(monkeypatch):
+def test_gpus_get_mirrored_strategy_and_mixed_precision(monkeypatch, restores_float32_policy):
   created = []
   fake_gpus = [tf.config.PhysicalDevice('/physical_device:GPU:0', 'GPU'),
                tf.config.PhysicalDevice('/physical_device:GPU:1', 'GPU')]
   monkeypatch.setattr(tf.config, 'list_physical_devices',
                       lambda kind=None: fake_gpus if kind == 'GPU' else [])
   monkeypatch.setattr(tf.distribute, 'MirroredStrategy', lambda: created.append(1) or 'mirrored')
-  try:
-    assert training.choose_strategy() == 'mirrored'
-    assert created == [1]
-    assert keras.mixed_precision.global_policy().name == 'mixed_float16'
-  finally:
-    keras.mixed_precision.set_global_policy('float32')
+  assert training.choose_strategy() == 'mirrored'
+  assert created == [1]
+  assert keras.mixed_precision.global_policy().name == 'mixed_float16'
 
 
 def test_augmentation_moves_image_label_and_fov_together():
