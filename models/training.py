@@ -12,9 +12,10 @@ average sits nearer the middle of the minimum they circle.
 """
 import dataclasses
 import json
+import math
 import os
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -39,7 +40,7 @@ class TrainingConfig:
   validation_steps: int = 40
   learning_rate: float = 2e-3
   early_stopping_patience: int = 5
-  max_minutes: Optional[float] = None   # wall-time budget; training stops at the epoch past it
+  max_minutes: Optional[float] = None   # wall-time budget of the epochs (see TimeBudget)
   dice_weight: float = 0.5
   weight_average_momentum: Optional[float] = None   # EMA of the weights per step; None: off
   serving_flip_average: bool = True   # exported model averages with its mirror-image prediction
@@ -171,21 +172,61 @@ class FovAUC(keras.metrics.AUC):
     return super().update_state(y_true[..., 0:1], y_pred, sample_weight=y_true[..., 1:2])
 
 
-class TimeBudget(keras.callbacks.Callback):
-  """Stops training at the end of the first epoch that ends past the wall-time budget."""
+class BudgetCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+  """Cosine decay to `alpha` of the initial rate over `decay_steps`, a variable that TimeBudget
+  re-fits while training so that the decay ends when the budget does."""
 
-  def __init__(self, max_minutes: Optional[float]):
+  def __init__(self, initial_learning_rate: float, decay_steps: int, alpha: float):
+    super().__init__()
+    self.initial_learning_rate = initial_learning_rate
+    self.alpha = alpha
+    self.decay_steps = tf.Variable(float(decay_steps), trainable=False, name='decay_steps')
+
+  def __call__(self, step):
+    progress = tf.minimum(tf.cast(step, tf.float32) / self.decay_steps, 1.0)
+    cosine = 0.5 * (1.0 + tf.cos(math.pi * progress))
+    return self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
+
+  def get_config(self):
+    return {'initial_learning_rate': self.initial_learning_rate, 'alpha': self.alpha,
+            'decay_steps': int(self.decay_steps.numpy())}
+
+
+class TimeBudget(keras.callbacks.Callback):
+  """Fits training into a wall-time budget. After each epoch it plans how many epochs end inside
+  the budget at the last epoch's pace, re-fits the learning-rate decay to end with them, and stops
+  after the last. Without the re-fit a slower machine would stop mid-decay, at a high learning
+  rate, and export unsettled weights; with it the schedule depends on the machine's speed."""
+
+  def __init__(self, max_minutes: Optional[float], schedule: Optional[BudgetCosineDecay] = None,
+               steps_per_epoch: int = 0, clock: Callable[[], float] = time.monotonic):
     super().__init__()
     self.max_seconds = None if max_minutes is None else max_minutes * 60
-    self.started = time.monotonic()
+    self.schedule = schedule
+    self.steps_per_epoch = steps_per_epoch
+    self.clock = clock
+    self.planned_epochs = None
 
   def on_train_begin(self, logs=None):
-    self.started = time.monotonic()
+    self.started = self.clock()
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.epoch_started = self.clock()
 
   def on_epoch_end(self, epoch, logs=None):
-    if self.max_seconds is not None and time.monotonic() - self.started > self.max_seconds:
-      logging.info('TimeBudget: %.1f min spent, stopping after epoch %d', self.max_seconds / 60,
-                   epoch + 1)
+    if self.max_seconds is None:
+      return
+    now, done = self.clock(), epoch + 1
+    epoch_seconds = now - self.epoch_started
+    left = self.max_seconds - (now - self.started)
+    planned = min(self.params['epochs'], done + max(0, int(left // epoch_seconds)))
+    if planned != self.planned_epochs:
+      logging.info('TimeBudget: epoch %d took %.1f min; %d epochs fit in %.1f min',
+                   done, epoch_seconds / 60, planned, self.max_seconds / 60)
+      self.planned_epochs = planned
+      if self.schedule is not None:
+        self.schedule.decay_steps.assign(float(planned * self.steps_per_epoch))
+    if done >= planned:
       self.model.stop_training = True
 
 
@@ -197,10 +238,8 @@ class ProgressLog(keras.callbacks.Callback):
                  ', '.join(f'{k}={v:.4f}' for k, v in sorted((logs or {}).items())))
 
 
-def compile_model(config: TrainingConfig) -> keras.Model:
+def compile_model(config: TrainingConfig, schedule: BudgetCosineDecay) -> keras.Model:
   model = model_lib.build_model(config.model)
-  total_steps = config.epochs * config.steps_per_epoch
-  schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.05)
   # With use_ema, Keras keeps the average in the optimizer and writes it into the model when fit ends.
   averaging = config.weight_average_momentum is not None
   optimizer = keras.optimizers.Adam(schedule, use_ema=averaging,
@@ -230,7 +269,9 @@ def train(config: TrainingConfig, train_files, eval_files,
   logging.info('Trainer: strategy %s, %d replica(s), policy %s', type(strategy).__name__,
                strategy.num_replicas_in_sync, keras.mixed_precision.global_policy().name)
   with strategy.scope():
-    model = compile_model(config)
+    schedule = BudgetCosineDecay(config.learning_rate, config.epochs * config.steps_per_epoch,
+                                 alpha=0.05)
+    model = compile_model(config, schedule)
   logging.info('Trainer: %s with %d parameters', model.name, model.count_params())
   best_weights = os.path.join(model_run_dir, 'checkpoints', 'best.weights.h5')
   checkpoint = keras.callbacks.ModelCheckpoint(best_weights, monitor='val_auc', mode='max',
@@ -242,7 +283,7 @@ def train(config: TrainingConfig, train_files, eval_files,
                                     patience=config.early_stopping_patience),
       checkpoint,
       keras.callbacks.TensorBoard(os.path.join(model_run_dir, 'logs'), profile_batch=0),
-      TimeBudget(config.max_minutes),
+      TimeBudget(config.max_minutes, schedule, config.steps_per_epoch),
       ProgressLog(),
   ]
   train_data = make_dataset(train_files, config, training=True)
@@ -271,8 +312,8 @@ def run_fn(fn_args) -> None:
   started = time.monotonic()
   model, summary = train(config, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir)
   training_seconds = time.monotonic() - started
-  serving.export(float32_copy(model, config.model), fn_args.transform_output, fn_args.serving_model_dir, config.model,
-                 flip_average=config.serving_flip_average)
+  serving.export(float32_copy(model, config.model), fn_args.transform_output,
+                 fn_args.serving_model_dir, config.model, flip_average=config.serving_flip_average)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, 'training.json'), 'w') as f:
     json.dump({'training_seconds': training_seconds, 'parameters': model.count_params(),
                **summary, 'config': config.to_custom_config()}, f, indent=2)

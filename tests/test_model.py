@@ -120,3 +120,57 @@ def test_loss_and_auc_ignore_pixels_outside_the_fov():
 def test_training_config_round_trips_through_custom_config():
   config = training.TrainingConfig(epochs=3, model=model_lib.ModelConfig(architecture='sine_net'))
   assert training.TrainingConfig.from_custom_config(config.to_custom_config()) == config
+
+
+def test_learning_rate_decays_over_the_steps_it_is_refit_to():
+  schedule = training.BudgetCosineDecay(1e-3, decay_steps=100, alpha=0.05)
+  assert float(schedule(0)) == pytest.approx(1e-3)
+  assert float(schedule(50)) == pytest.approx(0.525e-3)
+  assert float(schedule(100)) == pytest.approx(0.05e-3) == float(schedule(500))
+  schedule.decay_steps.assign(50.0)
+  assert float(schedule(50)) == pytest.approx(0.05e-3)
+  assert float(schedule(25)) == pytest.approx(0.525e-3)
+
+
+class _FakeClock:
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    return self.now
+
+
+def _run_epochs(budget: training.TimeBudget, epochs: int, epoch_minutes) -> int:
+  """Drives the callback as fit would, with epochs of the given lengths; returns epochs run."""
+  clock, model = budget.clock, keras.Sequential()
+  model.stop_training = False
+  budget.set_model(model)
+  budget.set_params({'epochs': epochs})
+  budget.on_train_begin()
+  for epoch in range(epochs):
+    budget.on_epoch_begin(epoch)
+    clock.now += 60 * epoch_minutes(epoch)
+    budget.on_epoch_end(epoch)
+    if model.stop_training:
+      return epoch + 1
+  return epochs
+
+
+def test_time_budget_refits_the_decay_to_the_epochs_that_fit_and_stops_after_them():
+  schedule = training.BudgetCosineDecay(1e-3, decay_steps=26 * 400, alpha=0.05)
+  budget = training.TimeBudget(42, schedule, steps_per_epoch=400, clock=_FakeClock())
+  # A first epoch of 4.5 min (tracing), then 3.8 min each: 1 + 37.5 // 4.5 = 9 epochs, then
+  # 2 + 33.7 // 3.8 = 10 epochs, which end at 4.5 + 9 * 3.8 = 38.7 min.
+  ran = _run_epochs(budget, 26, lambda epoch: 4.5 if epoch == 0 else 3.8)
+  assert ran == 10
+  assert budget.clock.now <= 42 * 60
+  assert float(schedule.decay_steps) == 10 * 400
+
+
+def test_time_budget_leaves_a_run_that_fits_alone():
+  schedule = training.BudgetCosineDecay(1e-3, decay_steps=26 * 400, alpha=0.05)
+  budget = training.TimeBudget(42, schedule, steps_per_epoch=400, clock=_FakeClock())
+  assert _run_epochs(budget, 26, lambda epoch: 1.2) == 26
+  assert float(schedule.decay_steps) == 26 * 400
+  unbudgeted = training.TimeBudget(None, schedule, steps_per_epoch=400, clock=_FakeClock())
+  assert _run_epochs(unbudgeted, 5, lambda epoch: 60) == 5
