@@ -42,9 +42,9 @@ PROFILES = {
     # validation AUC by only ~0.001), and without it a step is ~12 % faster. At most 26 epochs of
     # 400 batches of 32, as many as fit in 43 minutes (the Trainer re-fits the learning-rate decay
     # to them): an epoch with validation took 1.2 min on a Xeon with AMX (bfloat16), 2.1 min in
-    # float32 there, and ~3.8 min on a 2-core AVX2 EPYC. Validation reads 4,800 eval patches: fewer
-    # made the epoch-to-epoch AUC noise larger than the gains, and a patience of 6 stopped a run at
-    # epoch 11.
+    # float32 there, and 3.5-4.3 min on a 2-core AVX2 EPYC (10 epochs). Validation reads 4,800 eval
+    # patches: fewer made the epoch-to-epoch AUC noise larger than the gains, and a patience of 6
+    # stopped a run at epoch 11.
     # Pure FOV-masked cross-entropy (no Dice): the release metric is the AUC, a ranking that Dice's
     # push towards saturated 0/1 outputs does not help.
     # Weight average: from epoch ~14 the validation AUC only jitters (0.9770-0.9774 in the
