@@ -90,7 +90,8 @@ def choose_strategy(flags: Optional[frozenset] = None):
 
 def float32_copy(model: keras.Model, config: model_lib.ModelConfig) -> keras.Model:
   """The model rebuilt in float32 with the same weights: the export must serve on any CPU, and a
-  bfloat16 or float16 graph has no CPU kernels on some (AVX2) and crawls on most others."""
+  bfloat16 or float16 graph has no CPU kernels on some (AVX2) and crawls on most others. Leaves
+  Keras' global policy at float32."""
   keras.mixed_precision.set_global_policy('float32')
   if model.compute_dtype == 'float32':
     return model
@@ -198,8 +199,8 @@ class TimeBudget(keras.callbacks.Callback):
   after the last. Without the re-fit a slower machine would stop mid-decay, at a high learning
   rate, and export unsettled weights; with it the schedule depends on the machine's speed."""
 
-  def __init__(self, max_minutes: Optional[float], schedule: Optional[BudgetCosineDecay] = None,
-               steps_per_epoch: int = 0, clock: Callable[[], float] = time.monotonic):
+  def __init__(self, max_minutes: Optional[float], schedule: BudgetCosineDecay,
+               steps_per_epoch: int, clock: Callable[[], float] = time.monotonic):
     super().__init__()
     self.max_seconds = None if max_minutes is None else max_minutes * 60
     self.schedule = schedule
@@ -224,8 +225,7 @@ class TimeBudget(keras.callbacks.Callback):
       logging.info('TimeBudget: epoch %d took %.1f min; %d epochs fit in %.1f min',
                    done, epoch_seconds / 60, planned, self.max_seconds / 60)
       self.planned_epochs = planned
-      if self.schedule is not None:
-        self.schedule.decay_steps.assign(float(planned * self.steps_per_epoch))
+      self.schedule.decay_steps.assign(float(planned * self.steps_per_epoch))
     if done >= planned:
       self.model.stop_training = True
 
