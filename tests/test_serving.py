@@ -10,6 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from models import constants, serving
+from models.model import model_stride
 from pipeline import cli, configs, metadata, predict
 
 
@@ -58,8 +59,54 @@ def test_a_given_fov_is_used_and_a_missing_one_is_computed(signatures, demo_driv
   computed = signatures[1]['serving_default'](images=tf.constant([_encode(rgb, 'PNG')]))
   agreement = (computed[constants.FOV_KEY][0].numpy() == mask / 255).mean()
   assert agreement > 0.98
-  np.testing.assert_allclose(given[serving.PROBABILITIES_KEY], computed[serving.PROBABILITIES_KEY],
-                             atol=1e-6)  # the FOV does not change what the model sees
+
+
+# Pixels one output pixel depends on in each direction, at most: two 3x3 convolutions per level at
+# strides 1, 2, 4 and 8 on the way down and 4, 2, 1 on the way up (demo profile's depth-3 U-Net).
+_MODEL_REACH = 2 * (1 + 2 + 4 + 8 + 4 + 2 + 1) + 8
+
+
+def _window(mask, shrink=0):
+  """The model's window for one FOV mask (as serving picks it), `shrink` pixels in from each side,
+  as a boolean map."""
+  stride = model_stride(configs.PROFILES['demo'].training.model)
+  fov = tf.constant(mask[np.newaxis] > 0, tf.float32)
+  top, bottom, left, right = (int(v) for v in serving.fov_window(fov, stride))
+  window = np.zeros(mask.shape, bool)
+  window[top + shrink:bottom - shrink, left + shrink:right - shrink] = True
+  return window
+
+
+def test_the_model_runs_on_the_fov_window_and_scores_the_fov_as_on_the_whole_image(signatures,
+                                                                                demo_drive):
+  rgb = _encode(_fundus(demo_drive), 'PNG')
+  mask = np.asarray(Image.open(demo_drive / 'test/mask/01_test_mask.gif').convert('L'))
+  serve_with_fov = signatures[1]['serving_with_fov']
+  windowed = serve_with_fov(images=tf.constant([rgb]), fovs=tf.constant([_encode(mask, 'PNG')]))
+  whole = serve_with_fov(images=tf.constant([rgb]),
+                         fovs=tf.constant([_encode(np.full_like(mask, 255), 'PNG')]))
+  windowed, whole = (m[serving.PROBABILITIES_KEY][0].numpy() for m in (windowed, whole))
+  window = _window(mask)
+  assert (windowed[~window] == 0).all() and (whole[~window] > 0).any()
+  # The window's zero padding stands in for the dark rim of the whole image. The window is aligned
+  # to the model's pooling grid, so only pixels within the model's reach of its edge can differ.
+  inside = mask > 0
+  far_from_edge = _window(mask, shrink=_MODEL_REACH)
+  np.testing.assert_allclose(windowed[inside & far_from_edge], whole[inside & far_from_edge], atol=1e-4)
+  assert np.abs(windowed[inside] - whole[inside]).mean() < 1e-3
+
+
+@pytest.mark.parametrize('fov, align, box', [
+    ([[[0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0]]], 1, (1, 3, 1, 3)),
+    ([[[0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0]]], 2, (0, 3, 0, 3)),   # top-left on the grid
+    ([[[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]], 2, (2, 3, 2, 4)),
+    ([[[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]],
+      [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]], 1, (0, 3, 0, 4)),   # the union of a batch
+    ([[[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]], 2, (0, 3, 0, 4)),   # no FOV: the whole image
+])
+def test_fov_window_is_the_grid_aligned_bounding_box_of_the_batch_fovs(fov, align, box):
+  window = serving.fov_window(tf.constant(fov, tf.float32), align)
+  assert tuple(int(v) for v in window) == box
 
 
 def test_garbage_bytes_are_a_clear_error(signatures):
