@@ -1,8 +1,8 @@
 """The exported SavedModel: encoded fundus images in, per-pixel vessel probabilities out.
 
 The transform graph is inside, so serving preprocesses exactly as training did, and the model runs
-fully-convolutionally on the bounding box of the field of view, padded to the model's stride; the
-map has the input's size and is 0 outside that box (no retina there).
+fully-convolutionally on a window around the field of view (see `fov_window`), padded to the
+model's stride; the map has the input's size and is 0 outside the window (no retina there).
 
 Signatures:
   serving_default(images)              [B] PNG/JPEG/BMP/GIF bytes -> probabilities [B, H, W], fov

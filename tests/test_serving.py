@@ -92,7 +92,8 @@ def test_the_model_runs_on_the_fov_window_and_scores_the_fov_as_on_the_whole_ima
   # to the model's pooling grid, so only pixels within the model's reach of its edge can differ.
   inside = mask > 0
   far_from_edge = _window(mask, shrink=_MODEL_REACH)
-  np.testing.assert_allclose(windowed[inside & far_from_edge], whole[inside & far_from_edge], atol=1e-4)
+  np.testing.assert_allclose(windowed[inside & far_from_edge], whole[inside & far_from_edge],
+                             atol=1e-4)
   assert np.abs(windowed[inside] - whole[inside]).mean() < 1e-3
 
 
