@@ -61,11 +61,14 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
   stride = model_stride(model_config)
   raw_spec = {k: v for k, v in tft_output.raw_feature_spec().items() if k in _TRANSFORM_INPUTS}
 
-  def probabilities(transformed):
-    image = preprocessing.unflatten(transformed, constants.IMAGE_KEY)[..., tf.newaxis]
-    top, bottom, left, right = fov_window(preprocessing.unflatten(transformed, constants.FOV_KEY),
-                                          stride)
-    window = image[:, top:bottom, left:right]
+  def image_and_fov(transformed):
+    return tuple(preprocessing.unflatten(transformed, key)
+                 for key in (constants.IMAGE_KEY, constants.FOV_KEY))
+
+  def probabilities(image, fov):
+    """Preprocessed images and their FOVs [B, H, W] -> vessel probabilities [B, H, W]."""
+    top, bottom, left, right = fov_window(fov, stride)
+    window = image[:, top:bottom, left:right, tf.newaxis]
     height, width = bottom - top, right - left
     padded = tf.pad(window, [[0, 0], [0, -height % stride], [0, -width % stride], [0, 0]])
     maps = model(padded, training=False)
@@ -79,9 +82,8 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
                   [[0, 0], [top, full_height - bottom], [left, full_width - right]])
 
   def serve_images(images, fovs: Optional[tf.Tensor]):
-    transformed = model.tft_layer(preprocessing.raw_features(images, fovs))
-    return {PROBABILITIES_KEY: probabilities(transformed),
-            constants.FOV_KEY: preprocessing.unflatten(transformed, constants.FOV_KEY)}
+    image, fov = image_and_fov(model.tft_layer(preprocessing.raw_features(images, fovs)))
+    return {PROBABILITIES_KEY: probabilities(image, fov), constants.FOV_KEY: fov}
 
   def transform_examples(examples):
     return model.tft_layer(tf.io.parse_example(examples, raw_spec))
@@ -96,7 +98,7 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
 
   @tf.function(input_signature=[_EXAMPLES])
   def predict_examples(examples):
-    maps = probabilities(transform_examples(examples))
+    maps = probabilities(*image_and_fov(transform_examples(examples)))
     return {PROBABILITIES_KEY: tf.reshape(maps, [tf.shape(maps)[0], -1])}
 
   @tf.function(input_signature=[_EXAMPLES])
