@@ -31,9 +31,9 @@ _TRANSFORM_INPUTS = (constants.IMAGE_ID_KEY, constants.IMAGE_KEY, constants.LABE
 
 
 def fov_window(fov: tf.Tensor, align: int):
-  """FOV maps [B, H, W] -> (top, bottom, left, right): the bounding box of the FOV pixels of all
-  maps, its top and left moved back to multiples of `align` (the model's stride), so the model's
-  pooling grid lies where it does on the whole image; without FOV pixels, the whole image.
+  """One FOV map [H, W] -> (top, bottom, left, right): the bounding box of its FOV pixels, its top
+  and left moved back to multiples of `align` (the model's stride), so the model's pooling grid
+  lies where it does on the whole image; without FOV pixels, the whole image.
 
   The model runs on this window only: a DRIVE frame's dark corners are ~13 % of it, and the forward
   pass is most of predict's time. Outside the FOV the preprocessed image is dark (~0.1 against ~0.6
@@ -44,8 +44,8 @@ def fov_window(fov: tf.Tensor, align: int):
     return tf.cond(tf.size(where) > 0, lambda: (where[0] - where[0] % align, where[-1] + 1),
                    lambda: (tf.constant(0), size))
   inside = fov > 0.5
-  top, bottom = extent(tf.reduce_any(inside, axis=[0, 2]), tf.shape(fov)[1])
-  left, right = extent(tf.reduce_any(inside, axis=[0, 1]), tf.shape(fov)[2])
+  top, bottom = extent(tf.reduce_any(inside, axis=1), tf.shape(fov)[0])
+  left, right = extent(tf.reduce_any(inside, axis=0), tf.shape(fov)[1])
   return top, bottom, left, right
 
 
@@ -66,9 +66,14 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
                  for key in (constants.IMAGE_KEY, constants.FOV_KEY))
 
   def probabilities(image, fov):
-    """Preprocessed images and their FOVs [B, H, W] -> vessel probabilities [B, H, W]."""
+    """Preprocessed images and their FOVs [B, H, W] -> vessel probabilities [B, H, W]. Image by
+    image, each on its own window: a map never depends on the other images of a call."""
+    return tf.map_fn(lambda pair: probability_map(*pair), (image, fov),
+                     fn_output_signature=tf.float32)
+
+  def probability_map(image, fov):
     top, bottom, left, right = fov_window(fov, stride)
-    window = image[:, top:bottom, left:right, tf.newaxis]
+    window = image[tf.newaxis, top:bottom, left:right, tf.newaxis]
     height, width = bottom - top, right - left
     padded = tf.pad(window, [[0, 0], [0, -height % stride], [0, -width % stride], [0, 0]])
     maps = model(padded, training=False)
@@ -77,9 +82,9 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
       # views' errors are partly independent (costs one more forward pass).
       mirrored = tf.reverse(model(tf.reverse(padded, axis=[2]), training=False), axis=[2])
       maps = (maps + mirrored) / 2.0
-    full_height, full_width = tf.shape(image)[1], tf.shape(image)[2]
-    return tf.pad(maps[:, :height, :width, 0],
-                  [[0, 0], [top, full_height - bottom], [left, full_width - right]])
+    full_height, full_width = tf.shape(image)[0], tf.shape(image)[1]
+    return tf.pad(maps[0, :height, :width, 0],
+                  [[top, full_height - bottom], [left, full_width - right]])
 
   def serve_images(images, fovs: Optional[tf.Tensor]):
     image, fov = image_and_fov(model.tft_layer(preprocessing.raw_features(images, fovs)))

@@ -74,7 +74,7 @@ def _window(mask, shrink=0):
   """The model's window for one FOV mask (as serving picks it), `shrink` pixels in from each side,
   as a boolean map."""
   stride = model_stride(_DEMO_MODEL)
-  fov = tf.constant(mask[np.newaxis] > 0, tf.float32)
+  fov = tf.constant(mask > 0, tf.float32)
   top, bottom, left, right = (int(v) for v in serving.fov_window(fov, stride))
   window = np.zeros(mask.shape, bool)
   window[top + shrink:bottom - shrink, left + shrink:right - shrink] = True
@@ -102,14 +102,12 @@ def test_the_model_runs_on_the_fov_window_and_scores_the_fov_as_on_the_whole_ima
 
 
 @pytest.mark.parametrize('fov, align, box', [
-    ([[[0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0]]], 1, (1, 3, 1, 3)),
-    ([[[0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0]]], 2, (0, 3, 0, 3)),   # top-left on the grid
-    ([[[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]], 2, (2, 3, 2, 4)),
-    ([[[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]],
-      [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]], 1, (0, 3, 0, 4)),   # the union of a batch
-    ([[[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]], 2, (0, 3, 0, 4)),   # no FOV: the whole image
+    ([[0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0]], 1, (1, 3, 1, 3)),
+    ([[0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0]], 2, (0, 3, 0, 3)),   # top-left on the grid
+    ([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]], 2, (2, 3, 2, 4)),
+    ([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], 2, (0, 3, 0, 4)),   # no FOV: the whole image
 ])
-def test_fov_window_is_the_grid_aligned_bounding_box_of_the_batch_fovs(fov, align, box):
+def test_fov_window_is_the_grid_aligned_bounding_box_of_the_fov(fov, align, box):
   window = serving.fov_window(tf.constant(fov, tf.float32), align)
   assert tuple(int(v) for v in window) == box
 
@@ -131,6 +129,11 @@ def test_tfma_and_transform_signatures_take_serialized_examples(signatures, demo
   assert predicted[serving.PROBABILITIES_KEY].shape == (len(examples), pixels)
   assert transformed[constants.LABEL_KEY].shape == (len(examples), pixels)
   assert transformed[constants.FOV_KEY].shape == (len(examples), pixels)
+  # An image's map does not depend on the other images of the call (TFMA batches as it likes).
+  for i, example in enumerate(examples):
+    alone = signatures[1]['predict_examples'](examples=tf.constant([example]))
+    np.testing.assert_array_equal(alone[serving.PROBABILITIES_KEY][0],
+                                  predicted[serving.PROBABILITIES_KEY][i])
 
 
 def test_predict_cli_writes_maps_and_overlays_for_tiff_and_png(saved_model, demo_drive, tmp_path,
