@@ -1,18 +1,27 @@
-"""The release gate's TFMA configuration: per-pixel metrics inside the FOV on the test images.
+"""The release gate's TFMA configuration: FOV-pixel metrics of whole maps on the test images.
 
 The model's `predict_examples` signature returns each image's flattened probability map and
-`transform_features` its flattened label and FOV maps; TFMA pairs them pixel by pixel with the FOV
-as the per-pixel example weight, so pixels outside the FOV weigh nothing. Only the FOV-weighted AUC
-over all test pixels decides the blessing; the other metrics and the per-image slices are reported.
+`transform_features` its flattened label and FOV maps; `models.vessel_metrics` scores each
+example's maps at once with the FOV as per-pixel weight (pixels outside it weigh
+nothing), overall and per image. Only the AUC over all test pixels decides the blessing; the other
+metrics and the per-image slices are reported.
 """
+import json
+
 import tensorflow_model_analysis as tfma
 
-from models import constants, serving
+from models import constants, serving, vessel_metrics
 
-GATED_METRIC = 'auc'   # TFMA's name for its AUC (ROC) metric
+GATED_METRIC = vessel_metrics.AUC
 # Reported next to the gate; the plot's confusion matrices draw the report's ROC and PR curves.
-REPORTED_METRICS = ('AUCPrecisionRecall', 'BinaryAccuracy', 'Precision', 'Recall', 'Specificity',
-                    'F1Score', 'ConfusionMatrixPlot')
+REPORTED_METRICS = tuple(name for name in vessel_metrics.METRIC_NAMES if name != GATED_METRIC) + (
+    vessel_metrics.CURVES,)
+
+
+def _metric(name: str, **kwargs) -> tfma.MetricConfig:
+  return tfma.MetricConfig(class_name=vessel_metrics.FovPixelMetric.__name__,
+                           module=vessel_metrics.__name__, config=json.dumps({'name': name}),
+                           **kwargs)
 
 
 def eval_config(min_auc: float, max_auc_drop: float) -> tfma.EvalConfig:
@@ -22,12 +31,6 @@ def eval_config(min_auc: float, max_auc_drop: float) -> tfma.EvalConfig:
       value_threshold=tfma.GenericValueThreshold(lower_bound={'value': min_auc}),
       change_threshold=tfma.GenericChangeThreshold(
           direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={'value': -max_auc_drop}))
-  # On the overall slice only: per-image AUCs are reported, and a hard image must not veto a model
-  # that is better on the test set as a whole.
-  metrics = [tfma.MetricConfig(class_name='AUC', per_slice_thresholds=[
-                 tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=gate)]),
-             tfma.MetricConfig(class_name='ExampleCount')]
-  metrics += [tfma.MetricConfig(class_name=name) for name in REPORTED_METRICS]
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(
           signature_name='predict_examples',
@@ -37,4 +40,10 @@ def eval_config(min_auc: float, max_auc_drop: float) -> tfma.EvalConfig:
           example_weight_key=constants.FOV_KEY)],
       slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[constants.IMAGE_ID_KEY])],
       metrics_specs=[tfma.MetricsSpec(
-          metrics=metrics, example_weights=tfma.ExampleWeightOptions(weighted=True))])
+          metrics=[_metric(vessel_metrics.AUC, per_slice_thresholds=[
+                      # On the overall slice only: per-image AUCs are reported, and a hard image
+                      # must not veto a model that is better on the test set as a whole.
+                      tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                                   threshold=gate)])]
+                  + [_metric(name) for name in REPORTED_METRICS],
+          example_weights=tfma.ExampleWeightOptions(weighted=True))])

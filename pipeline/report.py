@@ -14,11 +14,10 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 
-from models import constants, preprocessing, serving
+from models import constants, preprocessing, serving, vessel_metrics
 from pipeline import configs, metadata, status, visualize
 
 INDEX_FILE = 'index.html'
-_DECISION_THRESHOLD = 0.5                          # where Acc/Se/Sp/F1 are read
 
 
 class ReportError(ValueError):
@@ -50,9 +49,7 @@ def _curves(evaluation_uri: str) -> Dict[str, np.ndarray]:
     if plots.slice_key.single_slice_keys:
       continue
     for entry in plots.plot_keys_and_values:
-      # TFMA leaves the plot key's name empty: the plot is known by its content.
-      if (entry.value.HasField('confusion_matrix_at_thresholds')
-          and entry.key.model_name in status.CANDIDATE):
+      if entry.key.name == vessel_metrics.CURVES and entry.key.model_name in status.CANDIDATE:
         matrices = entry.value.confusion_matrix_at_thresholds.matrices
         return {name: np.array([getattr(m, name) for m in matrices])
                 for name in ('false_positive_rate', 'recall', 'precision')}
@@ -80,7 +77,7 @@ def _overlays(model_uri: str, examples_uri: str, out_dir: str) -> List[Tuple[str
   for example in _test_examples(examples_uri):
     outputs = serve(images=tf.constant([example[constants.IMAGE_KEY]]),
                     fovs=tf.constant([example[constants.FOV_KEY]]))
-    vessels = outputs[serving.PROBABILITIES_KEY][0].numpy() >= _DECISION_THRESHOLD
+    vessels = outputs[serving.PROBABILITIES_KEY][0].numpy() >= vessel_metrics.DECISION_THRESHOLD
     rgb = _decode(example[constants.IMAGE_KEY], 3)
     label = _decode(example[constants.LABEL_KEY], 1)[..., 0] > 127
     fov = _decode(example[constants.FOV_KEY], 1)[..., 0] > 127
@@ -139,8 +136,8 @@ def write_report(pipeline_root: str, output_dir: str, run: str = 'latest') -> st
   decision = _pick(status.decisions(store, configs.PIPELINE_NAME), run)
   os.makedirs(output_dir, exist_ok=True)
   curves = _curves(decision.evaluation_uri)
-  auc, auc_pr = decision.metrics.get('auc', float('nan')), decision.metrics.get(
-      'auc_precision_recall', float('nan'))
+  auc, auc_pr = (decision.metrics.get(name, float('nan'))
+                 for name in (vessel_metrics.AUC, vessel_metrics.AUC_PR))
   visualize.write_png(os.path.join(output_dir, 'roc.png'), visualize.curve_plot(
       curves['false_positive_rate'], curves['recall'], f'ROC, FOV pixels: AUC {auc:.4f}',
       'false positive rate', 'true positive rate (Se)'))
@@ -169,13 +166,13 @@ figure {{ display: inline-block; margin: 4px; }} .legend span {{ padding: 0 6px;
 <p>Run <code>{html.escape(decision.run_id)}</code>, evaluated {decision.evaluated_at}
 ({decision.state.lower()}). Model <code>{html.escape(decision.model_uri)}</code>.</p>
 {_decision_html(decision)}
-<h2>Test split, per pixel inside the FOV (TFMA, FOV as example weight)</h2>
+<h2>Test split, per pixel inside the FOV (TFMA)</h2>
 {_metric_table(decision)}
-<p>Acc, Se (recall), Sp and F1 at probability {_DECISION_THRESHOLD}. The gate reads the AUC only.</p>
+<p>Acc, Se (recall), Sp and F1 at probability {vessel_metrics.DECISION_THRESHOLD}. The gate reads the AUC only.</p>
 <img src="roc.png"> <img src="pr.png">
 <h2>AUC per test image (worst first)</h2>
 <table><tr><th>image</th><th>AUC</th></tr>{per_image}</table>
-<h2>Prediction vs ground truth at {_DECISION_THRESHOLD}</h2>
+<h2>Prediction vs ground truth at {vessel_metrics.DECISION_THRESHOLD}</h2>
 <p class="legend"><span style="background:#{visualize.TP_HEX}">true positive</span>
 <span style="background:#{visualize.FP_HEX}">false positive</span>
 <span style="background:#{visualize.FN_HEX}">false negative (missed vessel)</span></p>

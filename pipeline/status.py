@@ -10,14 +10,15 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.components.evaluator import constants as evaluator
 
-from models import constants
+from models import constants, vessel_metrics
 from pipeline import eval_config
 
 EVALUATOR_NODE = 'Evaluator'
 PUSHER_NODE = 'Pusher'
-# Columns of the table, in TFMA's metric names (all FOV-weighted, per pixel, on the test split).
-METRIC_COLUMNS = (('auc', 'AUC'), ('auc_precision_recall', 'AUC-PR'), ('binary_accuracy', 'Acc'),
-                  ('recall', 'Se'), ('specificity', 'Sp'), ('f1_score', 'F1'))
+# Columns of the table, by metric name (all per FOV pixel, on the test split).
+METRIC_COLUMNS = ((vessel_metrics.AUC, 'AUC'), (vessel_metrics.AUC_PR, 'AUC-PR'),
+                  (vessel_metrics.ACCURACY, 'Acc'), (vessel_metrics.RECALL, 'Se'),
+                  (vessel_metrics.SPECIFICITY, 'Sp'), (vessel_metrics.F1, 'F1'))
 CANDIDATE = ('', 'candidate')   # TFMA names the evaluated model 'candidate' once a baseline exists
 _BASELINE_ID = evaluator.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY
 
@@ -163,6 +164,6 @@ def format_table(rows: List[Decision]) -> str:
     lines.append(f'{row.run_id:<28} {row.model_id:>5} {baseline:>5} {values} {change}  '
                  f'{decision:<11} {row.pushed_version or "-"}{cached}')
     lines += [f'    why: {reason}' for reason in row.reasons]
-  lines.append('metrics: per pixel inside the FOV on the test split (TFMA, FOV as example weight); '
+  lines.append('metrics: per pixel inside the FOV on the test split (TFMA); '
                '"vs": the blessed model it was compared with')
   return '\n'.join(lines)

@@ -23,7 +23,8 @@ def _blessed(slice_key, auc, baseline_auc=None):
   return metrics_validator.validate_metrics((slice_key, metrics), config).validation_ok
 
 
-@pytest.mark.parametrize('auc,blessed', [(0.95, True), (0.9, True), (0.85, False)])
+@pytest.mark.parametrize('auc,blessed', [(0.95, True), (0.9, True), (0.85, False),
+                                         (float('nan'), False)])
 def test_overall_auc_against_the_absolute_bound(auc, blessed):
   assert _blessed(OVERALL, auc) == blessed
 

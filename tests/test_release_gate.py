@@ -1,4 +1,4 @@
-"""The release gate: TFMA's FOV-weighted pixel AUC on the test split, blessing against the latest
+"""The release gate: the FOV-pixel AUC on the test split (TFMA), blessing against the latest
 blessed model, pushing only blessed models, and what `status` and `report` show of it."""
 import dataclasses
 import json
@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn import metrics
 
 from conftest import copy_run
-from models import constants, serving
+from models import constants, serving, vessel_metrics
 from pipeline import cli, configs, local_runner, metadata, status, visualize
 
 SMOKE = configs.PROFILES['smoke']
@@ -61,7 +61,7 @@ def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo
       (first.model_id, True, first.pushed_version), (second.model_id, False, None)]
 
 
-def test_tfma_fov_weighted_auc_equals_sklearn_on_the_fov_pixels(demo_run):
+def test_gate_metrics_equal_sklearn_on_the_fov_pixels(demo_run):
   [decision] = _decisions(demo_run)
   model = tf.saved_model.load(os.path.join(decision.model_uri, 'Format-Serving'))
   pattern = os.path.join(decision.examples_uri, f'Split-{constants.TEST_SPLIT}', '*')
@@ -72,9 +72,17 @@ def test_tfma_fov_weighted_auc_equals_sklearn_on_the_fov_pixels(demo_run):
   transformed = model.signatures['transform_features'](examples=examples)
   labels, fov = (transformed[key].numpy() for key in (constants.LABEL_KEY, constants.FOV_KEY))
   inside = fov > 0.5
-  assert decision.metrics['example_count'] == inside.sum()  # FOV-weighted: FOV pixels only
-  expected = metrics.roc_auc_score(labels[inside] > 0.5, scores[inside])
-  assert decision.metrics['auc'] == pytest.approx(expected, abs=1e-4)
+  y_true, y_score = labels[inside] > 0.5, scores[inside]
+  y_pred = y_score >= vessel_metrics.DECISION_THRESHOLD
+  assert decision.metrics == pytest.approx({
+      vessel_metrics.AUC: metrics.roc_auc_score(y_true, y_score),
+      vessel_metrics.AUC_PR: metrics.average_precision_score(y_true, y_score),
+      vessel_metrics.ACCURACY: metrics.accuracy_score(y_true, y_pred),
+      vessel_metrics.PRECISION: metrics.precision_score(y_true, y_pred),
+      vessel_metrics.RECALL: metrics.recall_score(y_true, y_pred),
+      vessel_metrics.SPECIFICITY: metrics.recall_score(y_true, y_pred, pos_label=False),
+      vessel_metrics.F1: metrics.f1_score(y_true, y_pred),
+      vessel_metrics.FOV_PIXELS: inside.sum()}, abs=1e-4)
   image_ids = [tf.train.Example.FromString(e).features.feature[constants.IMAGE_ID_KEY]
                .bytes_list.value[0].decode() for e in examples.numpy()]
   for i, image_id in enumerate(image_ids):

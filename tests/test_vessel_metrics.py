@@ -1,0 +1,161 @@
+"""The release gate's FOV-pixel metrics against scikit-learn, on awkward maps and through TFMA."""
+import math
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow_model_analysis as tfma
+from apache_beam.testing import util as beam_util
+from sklearn import metrics as sk
+from tensorflow_model_analysis.evaluators import metrics_plots_and_validations_evaluator
+
+from models import vessel_metrics as vm
+from pipeline import eval_config
+
+HEIGHT, WIDTH = 292, 282   # a quarter of a DRIVE image
+
+
+def _sklearn(labels, predictions, weights):
+  """Every metric of vm.METRIC_NAMES by scikit-learn on the pixels with weight > 0 (NaN where
+  scikit-learn cannot define it), with vessel at prediction >= 0.5."""
+  inside = weights.reshape(-1) > 0
+  y_true = labels.reshape(-1)[inside] > 0.5
+  y_score = predictions.reshape(-1)[inside].astype(np.float64)
+  y_pred = y_score >= vm.DECISION_THRESHOLD
+  both_classes = 0 < y_true.sum() < y_true.size
+  return {
+      vm.AUC: sk.roc_auc_score(y_true, y_score) if both_classes else math.nan,
+      vm.AUC_PR: sk.average_precision_score(y_true, y_score) if y_true.any() else math.nan,
+      vm.ACCURACY: sk.accuracy_score(y_true, y_pred) if y_true.size else math.nan,
+      vm.PRECISION: sk.precision_score(y_true, y_pred) if y_pred.any() else math.nan,
+      vm.RECALL: sk.recall_score(y_true, y_pred) if y_true.any() else math.nan,
+      vm.SPECIFICITY: (sk.recall_score(y_true, y_pred, pos_label=False) if (~y_true).any()
+                       else math.nan),
+      vm.F1: sk.f1_score(y_true, y_pred) if (y_true.any() or y_pred.any()) else math.nan,
+      vm.FOV_PIXELS: float(inside.sum()),
+  }
+
+
+def _ours(*maps_per_image):
+  return vm.scores(sum(vm.histograms(*maps) for maps in maps_per_image))
+
+
+def _assert_same(ours, expected):
+  for name in vm.METRIC_NAMES:
+    if math.isnan(expected[name]):
+      assert math.isnan(ours[name]), (name, ours[name])
+    else:
+      assert ours[name] == pytest.approx(expected[name], abs=1e-4), name
+
+
+def _image(seed, sharpness=1.0):
+  """A vessel-like label map, a noisy prediction of it (logits scaled by `sharpness`: large
+  values push most pixels to within 1e-6 of 0 and 1, as a well-trained model does) and a disc FOV."""
+  rng = np.random.default_rng(seed)
+  rows, cols = np.mgrid[:HEIGHT, :WIDTH]
+  labels = ((np.sin(cols / 3.0 + seed) > 0.7) | (rng.random((HEIGHT, WIDTH)) < 0.05)).astype(np.float32)
+  logits = sharpness * (3.0 * (labels - 0.5) + rng.normal(0.0, 1.5, labels.shape))
+  predictions = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+  fov = ((rows - HEIGHT / 2) ** 2 + (cols - WIDTH / 2) ** 2 < (HEIGHT / 2) ** 2).astype(np.float32)
+  return labels, predictions, fov
+
+
+@pytest.mark.parametrize('sharpness', [0.1, 1.0, 6.0])
+def test_equal_to_sklearn_per_image_and_pooled(sharpness):
+  images = [_image(seed, sharpness) for seed in range(4)]
+  for maps in images:
+    _assert_same(_ours(maps), _sklearn(*maps))
+  pooled = [np.concatenate([image[i].reshape(-1) for image in images]) for i in range(3)]
+  _assert_same(_ours(*images), _sklearn(*pooled))
+
+
+def _adversarial_cases():
+  labels, predictions, fov = _image(7)
+  rng = np.random.default_rng(0)
+  edges = vm.THRESHOLDS[rng.integers(0, len(vm.THRESHOLDS), labels.shape)].astype(np.float32)
+  return {
+      'all background': (np.zeros_like(labels), predictions, fov),
+      'all vessel': (np.ones_like(labels), predictions, fov),
+      'empty FOV': (labels, predictions, np.zeros_like(fov)),
+      'constant prediction': (labels, np.full_like(predictions, 0.3), fov),
+      'constant 0.5': (labels, np.full_like(predictions, 0.5), fov),
+      'predictions on thresholds': (labels, edges, fov),
+      'only 0 and 1': (labels, (rng.random(labels.shape) < 0.4).astype(np.float32), fov),
+      'perfect': (labels, labels.copy(), fov),
+      'inverted': (labels, 1.0 - labels, fov),
+  }
+
+
+@pytest.mark.parametrize('case', sorted(_adversarial_cases()))
+def test_equal_to_sklearn_on_adversarial_maps(case):
+  maps = _adversarial_cases()[case]
+  _assert_same(_ours(maps), _sklearn(*maps))
+
+
+def test_undefined_metrics_are_nan_and_counts_stay_exact():
+  labels, predictions, fov = _adversarial_cases()['all background']
+  result = _ours((labels, predictions, fov))
+  assert math.isnan(result[vm.AUC]) and math.isnan(result[vm.RECALL])
+  assert result[vm.FOV_PIXELS] == fov.sum()
+  assert result[vm.SPECIFICITY] == pytest.approx(np.mean(predictions[fov > 0] < 0.5))
+  empty = _ours(_adversarial_cases()['empty FOV'])
+  assert empty[vm.FOV_PIXELS] == 0 and all(math.isnan(empty[n]) for n in (vm.AUC, vm.ACCURACY))
+
+
+def test_fov_weighs_pixels_outside_out():
+  labels, predictions, fov = _image(3)
+  outside_garbage = np.where(fov > 0, predictions, 1.0 - labels)   # perfectly wrong outside
+  assert _ours((labels, outside_garbage, fov)) == _ours((labels, predictions, fov))
+
+
+def test_bad_maps_are_refused_with_a_clear_error():
+  labels, predictions, fov = _image(1)
+  with pytest.raises(ValueError, match='differ in size'):
+    vm.histograms(labels, predictions[:-1], fov)
+  with pytest.raises(ValueError, match='NaN'):
+    vm.histograms(labels, np.full_like(predictions, np.nan), fov)
+  with pytest.raises(ValueError, match='unknown FOV pixel metric'):
+    vm.FovPixelMetric('auroc')
+
+
+def test_curves_are_the_confusion_matrices_at_their_thresholds():
+  labels, predictions, fov = _image(5)
+  plot = vm.confusion_matrices(vm.histograms(labels, predictions, fov))
+  inside = fov > 0
+  for matrix in plot.matrices[::20]:
+    called = predictions[inside] >= matrix.threshold
+    vessel = labels[inside] > 0.5
+    assert matrix.true_positives == np.sum(called & vessel)
+    assert matrix.false_positives == np.sum(called & ~vessel)
+    assert matrix.recall == pytest.approx(np.sum(called & vessel) / vessel.sum())
+  assert len(plot.matrices) == len(vm.THRESHOLDS[::vm.PLOT_STRIDE])
+
+
+def test_tfma_computes_the_same_metrics_overall_and_per_slice():
+  """The metrics through TFMA's own evaluation on whole-map examples, sliced as the gate is."""
+  images = [_image(seed) for seed in range(3)]
+  extracts = [{
+      tfma.LABELS_KEY: labels.reshape(-1), tfma.PREDICTIONS_KEY: predictions.reshape(-1),
+      tfma.EXAMPLE_WEIGHTS_KEY: fov.reshape(-1),
+      tfma.FEATURES_KEY: {'image_id': np.array([str(i).encode()])}}
+      for i, (labels, predictions, fov) in enumerate(images)]
+  config = eval_config.eval_config(min_auc=0.5, max_auc_drop=0.01)
+  del config.model_specs[0].preprocessing_function_names[:]   # the extracts hold the maps already
+  pooled = [np.concatenate([image[i].reshape(-1) for image in images]) for i in range(3)]
+  expected = {(): _sklearn(*pooled)} | {
+      (('image_id', str(i)),): _sklearn(*maps) for i, maps in enumerate(images)}
+
+  def check(got):   # runs inside the pipeline (Beam pickles it): asserts there
+    computed = {slice_key: {key.name: value for key, value in values.items()}
+                for slice_key, values in got}
+    assert sorted(computed) == sorted(expected)
+    for slice_key, values in computed.items():
+      _assert_same(values, expected[slice_key])
+
+  evaluator = metrics_plots_and_validations_evaluator.MetricsPlotsAndValidationsEvaluator(
+      eval_config=config)
+  with beam.Pipeline() as pipeline:
+    results = (pipeline | beam.Create(extracts)
+               | tfma.extractors.SliceKeyExtractor(eval_config=config).ptransform
+               | evaluator.ptransform)
+    beam_util.assert_that(results['metrics'], check)
