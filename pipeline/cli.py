@@ -5,6 +5,7 @@
   retina-tfx show-preprocessing IMAGE -o PNG   picture every preprocessing step of one image
   retina-tfx predict --model DIR --input ...   vessel probability maps for image files
   retina-tfx benchmark --data DRIVE --output D run on DRIVE and score the model on its test images
+  retina-tfx benchmark-gate --pipeline-root R  replay the latest Evaluator run: wall time, peak RSS
   retina-tfx status [--pipeline-root DIR]      release history: models, metrics, blessings, pushes
   retina-tfx report [--run latest] -o DIR      HTML report of a run's evaluation, with pictures
   retina-tfx compile-kfp --image I ... -o F    compile the pipeline for Kubeflow Pipelines v2 (offline)
@@ -114,7 +115,8 @@ def _cmd_make_demo_data(args) -> int:
     print(f'\r  generating images: {done}/{total}', end='\n' if done == total else '', flush=True)
 
   summary = demo_data.generate(args.out, seed=args.seed, n_train=args.train_count,
-                               n_test=args.test_count, progress=progress)
+                               n_test=args.test_count, height=args.height, width=args.width,
+                               progress=progress)
   print(f'wrote a synthetic DRIVE-like dataset to {args.out}: {summary}')
   return 0
 
@@ -236,6 +238,32 @@ def _cmd_benchmark(args) -> int:
         f'{"BLESSED" if gate.blessed else "REJECTED"}'
         + (f', pushed to {gate.pushed_to}' if gate.pushed_to else ''))
   print(f'  scores: {path}; row appended to {args.benchmarks_file}')
+  return 0
+
+
+def _cmd_benchmark_gate(args) -> int:
+  import json
+  from pipeline import gate_benchmark
+  try:
+    recorded = gate_benchmark.recorded_evaluation(args.pipeline_root)
+    if args.data:
+      examples_uri = os.path.join(os.path.abspath(args.output), 'examples')
+      print(f'retina-tfx: ingesting {", ".join(args.data)} into {examples_uri}', flush=True)
+      gate_benchmark.ingest(args.data, examples_uri)
+      recorded['inputs']['examples'] = examples_uri
+    print(f'retina-tfx: replaying the Evaluator on {recorded["inputs"]["examples"]}', flush=True)
+    result = gate_benchmark.replay(recorded, os.path.join(args.output, 'evaluator'))
+  except gate_benchmark.GateBenchmarkError as error:
+    print(f'retina-tfx: error: {error}', file=sys.stderr)
+    return 1
+  result['command'] = 'retina-tfx ' + ' '.join(args.argv)
+  path = os.path.join(args.output, 'gate_benchmark.json')
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=2)
+  models = 'candidate + baseline' if result['baseline'] else 'candidate only'
+  print(f'  Evaluator ({models}): {result["evaluator_seconds"]:.1f} s wall, peak RSS '
+        f'{result["peak_rss_mb"]:.0f} MB, AUC {result["metrics"].get("auc", float("nan")):.4f}, '
+        f'{"BLESSED" if result["blessed"] else "REJECTED"}\n  result: {path}')
   return 0
 
 
@@ -362,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
   demo.add_argument('--seed', type=int, default=0)
   demo.add_argument('--train-count', type=int, default=20)
   demo.add_argument('--test-count', type=int, default=20)
+  demo.add_argument('--height', type=int, default=constants.IMAGE_HEIGHT,
+                    help="image height (default DRIVE's; the pipeline's schema expects DRIVE's)")
+  demo.add_argument('--width', type=int, default=constants.IMAGE_WIDTH)
   demo.set_defaults(func=_cmd_make_demo_data)
 
   run = commands.add_parser('run', help='run the pipeline locally')
@@ -383,6 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
   bench.add_argument('--benchmarks-file', default='BENCHMARKS.md', help='table to append a row to')
   _add_pipeline_arguments(bench, default_profile='drive')
   bench.set_defaults(func=_cmd_benchmark)
+
+  gate = commands.add_parser('benchmark-gate', help="replay a pipeline root's latest Evaluator "
+                             'run in a child process: wall time and peak RSS')
+  gate.add_argument('--pipeline-root', required=True)
+  gate.add_argument('--data', nargs='+',
+                    help="evaluate on these DRIVE-layout datasets' test images instead")
+  gate.add_argument('--output', required=True, help='folder for the evaluation and its timing')
+  gate.set_defaults(func=_cmd_benchmark_gate)
 
   pred = commands.add_parser('predict', help='vessel probability maps for image files')
   pred.add_argument('--model', required=True,

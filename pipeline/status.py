@@ -49,7 +49,7 @@ def artifacts_by_key(store, execution_id: int, event_type) -> Dict[str, metadata
   return {e.path.steps[0].key: artifacts[e.artifact_id] for e in events}
 
 
-def _node_executions(store, pipeline_name: str, node_id: str) -> List[metadata_store_pb2.Execution]:
+def node_executions(store, pipeline_name: str, node_id: str) -> List[metadata_store_pb2.Execution]:
   context = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
   if context is None:
     return []
@@ -62,7 +62,7 @@ def _run_id(store, execution_id: int) -> str:
   return names[-1] if names else '?'
 
 
-def _metric_values(evaluation_uri: str):
+def metric_values(evaluation_uri: str):
   """(overall metrics, AUC change vs baseline, per-image AUC) of the candidate model."""
   overall, per_image, change = {}, {}, None
   for metrics_for_slice in tfma.load_metrics(evaluation_uri):
@@ -108,20 +108,20 @@ def _reasons(evaluation_uri: str) -> List[str]:
 def decisions(store: metadata_store.MetadataStore, pipeline_name: str) -> List[Decision]:
   """Every evaluation recorded for `pipeline_name`, oldest first."""
   pushes = {}
-  for execution in _node_executions(store, pipeline_name, PUSHER_NODE):
+  for execution in node_executions(store, pipeline_name, PUSHER_NODE):
     inputs = artifacts_by_key(store, execution.id, metadata_store_pb2.Event.INPUT)
     outputs = artifacts_by_key(store, execution.id, metadata_store_pb2.Event.OUTPUT)
     if 'model_blessing' in inputs and 'pushed_model' in outputs:
       pushes[inputs['model_blessing'].id] = outputs['pushed_model'].custom_properties
   result = []
-  for execution in _node_executions(store, pipeline_name, EVALUATOR_NODE):
+  for execution in node_executions(store, pipeline_name, EVALUATOR_NODE):
     state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
     if state not in ('COMPLETE', 'CACHED'):
       continue
     inputs = artifacts_by_key(store, execution.id, metadata_store_pb2.Event.INPUT)
     outputs = artifacts_by_key(store, execution.id, metadata_store_pb2.Event.OUTPUT)
     blessing, evaluation = outputs['blessing'], outputs['evaluation']
-    overall, change, per_image = _metric_values(evaluation.uri)
+    overall, change, per_image = metric_values(evaluation.uri)
     # The Evaluator records on its blessing what it judged, against what, and the verdict.
     judged = blessing.custom_properties
     blessed = judged[evaluator.ARTIFACT_PROPERTY_BLESSED_KEY].int_value == evaluator.BLESSED_VALUE

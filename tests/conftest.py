@@ -4,8 +4,13 @@ import os
 import shutil
 import zipfile
 
-import pytest
+import math
 
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+
+from models import vessel_metrics
 from pipeline import demo_data
 
 # The real DRIVE lives beside the repository (never inside it); tests that need it skip without it.
@@ -80,3 +85,26 @@ def tree_digest(path) -> str:
       with open(entry, 'rb') as f:
         digest.update(f.read())
   return digest.hexdigest()
+
+
+def sklearn_metrics(labels, predictions, weights):
+  """The release gate's metrics (vessel_metrics.METRIC_NAMES) by scikit-learn, on the pixels with
+  weight > 0, with vessel at probability >= 0.5; NaN where scikit-learn cannot define one."""
+  inside = np.asarray(weights).reshape(-1) > 0
+  y_true = np.asarray(labels).reshape(-1)[inside] > 0.5
+  y_score = np.asarray(predictions).reshape(-1)[inside].astype(np.float64)
+  y_pred = y_score >= vessel_metrics.DECISION_THRESHOLD
+  has_vessel, has_background = y_true.any(), (~y_true).any()
+  return {
+      vessel_metrics.AUC: (sk.roc_auc_score(y_true, y_score) if has_vessel and has_background
+                           else math.nan),
+      vessel_metrics.AUC_PR: sk.average_precision_score(y_true, y_score) if has_vessel else math.nan,
+      vessel_metrics.ACCURACY: sk.accuracy_score(y_true, y_pred) if y_true.size else math.nan,
+      vessel_metrics.PRECISION: sk.precision_score(y_true, y_pred) if y_pred.any() else math.nan,
+      vessel_metrics.RECALL: sk.recall_score(y_true, y_pred) if has_vessel else math.nan,
+      vessel_metrics.SPECIFICITY: (sk.recall_score(y_true, y_pred, pos_label=False)
+                                   if has_background else math.nan),
+      vessel_metrics.F1: (sk.f1_score(y_true, y_pred) if has_vessel or y_pred.any()
+                          else math.nan),
+      vessel_metrics.FOV_PIXELS: float(inside.sum()),
+  }

@@ -8,7 +8,7 @@ import pytest
 
 from components.drive_example_gen import source
 from conftest import PIPELINE_ARGS
-from pipeline import benchmark, cli
+from pipeline import benchmark, cli, configs, metadata, status
 
 
 class _OracleModel:
@@ -49,7 +49,8 @@ def test_benchmark_command_leaves_serving_model_scores_and_a_row(demo_drive, tmp
   assert len(versions) == 1 and versions[0].isdigit()
   assert (tmp_path / 'out' / 'serving_model' / versions[0] / 'saved_model.pb').exists()
   assert result['scores']['images'] == 2 and 0 <= result['scores']['auc_roc'] <= 1
-  # The Evaluator (TFMA, FOV as example weight) and this scoring agree on the same test pixels.
+  # The Evaluator (TFMA) and this scoring agree on the same test pixels. Not exactly: predict here
+  # computes each FOV from its image, as a user's call does, so the model's window may differ.
   assert result['evaluator']['auc'] == pytest.approx(result['scores']['auc_roc'], abs=1e-3)
   assert result['evaluator']['pushed_version'] == versions[0]
   assert result['command'] == 'retina-tfx ' + ' '.join(args)
@@ -57,3 +58,31 @@ def test_benchmark_command_leaves_serving_model_scores_and_a_row(demo_drive, tmp
   assert len(rows) == 1 and f"{result['scores']['auc_roc']:.4f}" in rows[0]
   assert table.read_text().count(benchmark.BENCHMARK_TABLE_HEADER) == 1
   assert 'auc_roc' in capsys.readouterr().out
+
+
+def test_benchmark_gate_replays_the_recorded_evaluation(demo_run, tiny_drive, tmp_path, capsys):
+  [decision] = status.decisions(metadata.open_store(str(demo_run)), configs.PIPELINE_NAME)
+  out = tmp_path / 'gate'
+  assert cli.main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output', str(out)]) == 0
+  result = json.loads((out / 'gate_benchmark.json').read_text())
+  # Same models, examples and EvalConfig: the same numbers and verdict, in a measured process.
+  assert result['metrics'] == pytest.approx(decision.metrics, abs=1e-9)
+  assert result['blessed'] == decision.blessed and not result['baseline']
+  assert result['evaluator_seconds'] > 0 and result['peak_rss_mb'] > 100
+  assert 'peak RSS' in capsys.readouterr().out
+
+  # Another dataset, of another image size, ingested first: scored on its own FOV pixels.
+  out = tmp_path / 'gate-tiny'
+  assert cli.main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output', str(out),
+                   '--data', str(tiny_drive)]) == 0
+  result = json.loads((out / 'gate_benchmark.json').read_text())
+  fov_pixels = sum(int((source.decode_file(r.fov, expect_binary=True) > 0).sum())
+                   for r in source.list_drive([str(tiny_drive)]) if r.folder == 'test')
+  assert result['metrics']['fov_pixel_count'] == fov_pixels
+
+
+def test_benchmark_gate_without_a_pipeline_run_is_a_clear_error(tmp_path, capsys):
+  (tmp_path / 'root').mkdir()
+  assert cli.main(['benchmark-gate', '--pipeline-root', str(tmp_path / 'root'), '--output',
+                   str(tmp_path / 'out')]) == 1
+  assert 'no pipeline runs recorded here' in capsys.readouterr().err

@@ -9,8 +9,9 @@ from PIL import Image
 from tfx.types import standard_artifacts
 
 from components.drive_example_gen import executor
-from conftest import REAL_DRIVE
-from models import constants
+from conftest import REAL_DRIVE, sklearn_metrics
+from models import constants, serving, vessel_metrics
+from pipeline import cli, configs, metadata, status
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(REAL_DRIVE), reason='real DRIVE not present')
 
@@ -67,3 +68,28 @@ def test_real_drive_is_ingested_losslessly(tmp_path):
   assert [len(ids[s]) for s in constants.SPLITS] == [16, 4, 20]
   assert sorted(ids['train'] + ids['eval'], key=int) == [str(i) for i in range(21, 41)]
   assert sorted(ids['test']) == [f'{i:02d}' for i in range(1, 21)]
+
+
+def test_gate_metrics_on_real_drive_equal_sklearn(demo_run, tmp_path):
+  """The release gate's metrics, computed by TFX's Evaluator on the 20 real test images with a
+  trained (smoke) model's maps, against scikit-learn on the same maps, overall and per image."""
+  out = tmp_path / 'gate'
+  assert cli.main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output', str(out),
+                   '--data', REAL_DRIVE]) == 0
+  overall, _, per_image_auc = status.metric_values(str(out / 'evaluator' / 'evaluation'))
+  [decision] = status.decisions(metadata.open_store(str(demo_run)), configs.PIPELINE_NAME)
+  model = tf.saved_model.load(os.path.join(decision.model_uri, 'Format-Serving'))
+  labels, scores, fov = [], [], []
+  for example in _examples(os.path.join(out, 'examples', f'Split-{constants.TEST_SPLIT}')):
+    serialized = tf.constant([example.SerializeToString()])
+    transformed = model.signatures['transform_features'](examples=serialized)
+    labels.append(transformed[constants.LABEL_KEY].numpy()[0])
+    fov.append(transformed[constants.FOV_KEY].numpy()[0])
+    scores.append(model.signatures['predict_examples'](
+        examples=serialized)[serving.PROBABILITIES_KEY].numpy()[0])
+    image_id = example.features.feature[constants.IMAGE_ID_KEY].bytes_list.value[0].decode()
+    assert per_image_auc[image_id] == pytest.approx(
+        sklearn_metrics(labels[-1], scores[-1], fov[-1])[vessel_metrics.AUC], abs=1e-4)
+  assert len(per_image_auc) == 20
+  assert overall == pytest.approx(sklearn_metrics(*map(np.concatenate, (labels, scores, fov))),
+                                  abs=1e-4)

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from sklearn import metrics
 
-from conftest import copy_run
-from models import constants, serving, vessel_metrics
+from conftest import copy_run, sklearn_metrics
+from models import constants, serving
 from pipeline import cli, configs, local_runner, metadata, status, visualize
 
 SMOKE = configs.PROFILES['smoke']
@@ -71,23 +70,12 @@ def test_gate_metrics_equal_sklearn_on_the_fov_pixels(demo_run):
   scores = model.signatures['predict_examples'](examples=examples)[serving.PROBABILITIES_KEY].numpy()
   transformed = model.signatures['transform_features'](examples=examples)
   labels, fov = (transformed[key].numpy() for key in (constants.LABEL_KEY, constants.FOV_KEY))
-  inside = fov > 0.5
-  y_true, y_score = labels[inside] > 0.5, scores[inside]
-  y_pred = y_score >= vessel_metrics.DECISION_THRESHOLD
-  assert decision.metrics == pytest.approx({
-      vessel_metrics.AUC: metrics.roc_auc_score(y_true, y_score),
-      vessel_metrics.AUC_PR: metrics.average_precision_score(y_true, y_score),
-      vessel_metrics.ACCURACY: metrics.accuracy_score(y_true, y_pred),
-      vessel_metrics.PRECISION: metrics.precision_score(y_true, y_pred),
-      vessel_metrics.RECALL: metrics.recall_score(y_true, y_pred),
-      vessel_metrics.SPECIFICITY: metrics.recall_score(y_true, y_pred, pos_label=False),
-      vessel_metrics.F1: metrics.f1_score(y_true, y_pred),
-      vessel_metrics.FOV_PIXELS: inside.sum()}, abs=1e-4)
+  assert decision.metrics == pytest.approx(sklearn_metrics(labels, scores, fov), abs=1e-4)
   image_ids = [tf.train.Example.FromString(e).features.feature[constants.IMAGE_ID_KEY]
                .bytes_list.value[0].decode() for e in examples.numpy()]
   for i, image_id in enumerate(image_ids):
     assert decision.per_image_auc[image_id] == pytest.approx(
-        metrics.roc_auc_score(labels[i][inside[i]] > 0.5, scores[i][inside[i]]), abs=1e-4)
+        sklearn_metrics(labels[i], scores[i], fov[i])['auc'], abs=1e-4)
 
 
 def test_report_shows_the_pictures_and_the_numbers_status_shows(demo_run, tmp_path, capsys):

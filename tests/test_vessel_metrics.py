@@ -1,4 +1,5 @@
 """The release gate's FOV-pixel metrics against scikit-learn, on awkward maps and through TFMA."""
+import functools
 import math
 
 import apache_beam as beam
@@ -6,38 +7,18 @@ import numpy as np
 import pytest
 import tensorflow_model_analysis as tfma
 from apache_beam.testing import util as beam_util
-from sklearn import metrics as sk
 from tensorflow_model_analysis.evaluators import metrics_plots_and_validations_evaluator
 
+from conftest import sklearn_metrics
 from models import vessel_metrics as vm
 from pipeline import eval_config
 
 HEIGHT, WIDTH = 292, 282   # a quarter of a DRIVE image
 
 
-def _sklearn(labels, predictions, weights):
-  """Every metric of vm.METRIC_NAMES by scikit-learn on the pixels with weight > 0 (NaN where
-  scikit-learn cannot define it), with vessel at prediction >= 0.5."""
-  inside = weights.reshape(-1) > 0
-  y_true = labels.reshape(-1)[inside] > 0.5
-  y_score = predictions.reshape(-1)[inside].astype(np.float64)
-  y_pred = y_score >= vm.DECISION_THRESHOLD
-  both_classes = 0 < y_true.sum() < y_true.size
-  return {
-      vm.AUC: sk.roc_auc_score(y_true, y_score) if both_classes else math.nan,
-      vm.AUC_PR: sk.average_precision_score(y_true, y_score) if y_true.any() else math.nan,
-      vm.ACCURACY: sk.accuracy_score(y_true, y_pred) if y_true.size else math.nan,
-      vm.PRECISION: sk.precision_score(y_true, y_pred) if y_pred.any() else math.nan,
-      vm.RECALL: sk.recall_score(y_true, y_pred) if y_true.any() else math.nan,
-      vm.SPECIFICITY: (sk.recall_score(y_true, y_pred, pos_label=False) if (~y_true).any()
-                       else math.nan),
-      vm.F1: sk.f1_score(y_true, y_pred) if (y_true.any() or y_pred.any()) else math.nan,
-      vm.FOV_PIXELS: float(inside.sum()),
-  }
-
-
 def _ours(*maps_per_image):
-  return vm.scores(sum(vm.histograms(*maps) for maps in maps_per_image))
+  return vm.scores(functools.reduce(vm.merge, (vm.histograms(*maps) for maps in maps_per_image),
+                                    vm.empty_histograms()))
 
 
 def _assert_same(ours, expected):
@@ -64,9 +45,9 @@ def _image(seed, sharpness=1.0):
 def test_equal_to_sklearn_per_image_and_pooled(sharpness):
   images = [_image(seed, sharpness) for seed in range(4)]
   for maps in images:
-    _assert_same(_ours(maps), _sklearn(*maps))
+    _assert_same(_ours(maps), sklearn_metrics(*maps))
   pooled = [np.concatenate([image[i].reshape(-1) for image in images]) for i in range(3)]
-  _assert_same(_ours(*images), _sklearn(*pooled))
+  _assert_same(_ours(*images), sklearn_metrics(*pooled))
 
 
 def _adversarial_cases():
@@ -89,7 +70,7 @@ def _adversarial_cases():
 @pytest.mark.parametrize('case', sorted(_adversarial_cases()))
 def test_equal_to_sklearn_on_adversarial_maps(case):
   maps = _adversarial_cases()[case]
-  _assert_same(_ours(maps), _sklearn(*maps))
+  _assert_same(_ours(maps), sklearn_metrics(*maps))
 
 
 def test_undefined_metrics_are_nan_and_counts_stay_exact():
@@ -142,8 +123,8 @@ def test_tfma_computes_the_same_metrics_overall_and_per_slice():
   config = eval_config.eval_config(min_auc=0.5, max_auc_drop=0.01)
   del config.model_specs[0].preprocessing_function_names[:]   # the extracts hold the maps already
   pooled = [np.concatenate([image[i].reshape(-1) for image in images]) for i in range(3)]
-  expected = {(): _sklearn(*pooled)} | {
-      (('image_id', str(i)),): _sklearn(*maps) for i, maps in enumerate(images)}
+  expected = {(): sklearn_metrics(*pooled)} | {
+      (('image_id', str(i)),): sklearn_metrics(*maps) for i, maps in enumerate(images)}
 
   def check(got):   # runs inside the pipeline (Beam pickles it): asserts there
     computed = {slice_key: {key.name: value for key, value in values.items()}
