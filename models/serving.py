@@ -68,8 +68,9 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
   def probabilities(image, fov):
     """Preprocessed images and their FOVs [B, H, W] -> vessel probabilities [B, H, W]. Image by
     image, each on its own window: a map never depends on the other images of a call."""
+    # One image at a time (parallel_iterations=1): the network's activations dominate memory.
     return tf.map_fn(lambda pair: probability_map(*pair), (image, fov),
-                     fn_output_signature=tf.float32)
+                     fn_output_signature=tf.float32, parallel_iterations=1)
 
   def probability_map(image, fov):
     top, bottom, left, right = fov_window(fov, stride)

@@ -249,7 +249,10 @@ def _cmd_benchmark_gate(args) -> int:
     if args.data:
       examples_uri = os.path.join(os.path.abspath(args.output), 'examples')
       print(f'retina-tfx: ingesting {", ".join(args.data)} into {examples_uri}', flush=True)
-      gate_benchmark.ingest(args.data, examples_uri)
+      try:
+        gate_benchmark.ingest(args.data, examples_uri)
+      except Exception as error:  # pylint: disable=broad-except
+        raise gate_benchmark.GateBenchmarkError(_user_message(error)) from error
       recorded['inputs']['examples'] = examples_uri
     print(f'retina-tfx: replaying the Evaluator on {recorded["inputs"]["examples"]}', flush=True)
     result = gate_benchmark.replay(recorded, os.path.join(args.output, 'evaluator'))

@@ -79,6 +79,13 @@ def test_benchmark_gate_replays_the_recorded_evaluation(demo_run, tiny_drive, tm
   fov_pixels = sum(int((source.decode_file(r.fov, expect_binary=True) > 0).sum())
                    for r in source.list_drive([str(tiny_drive)]) if r.folder == 'test')
   assert result['metrics']['fov_pixel_count'] == fov_pixels
+  capsys.readouterr()
+
+  (tmp_path / 'not-drive').mkdir()
+  assert cli.main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output',
+                   str(tmp_path / 'gate-bad'), '--data', str(tmp_path / 'not-drive')]) == 1
+  error = capsys.readouterr().err
+  assert error.startswith('retina-tfx: error: ') and 'not-drive' in error and 'Traceback' not in error
 
 
 def test_benchmark_gate_without_a_pipeline_run_is_a_clear_error(tmp_path, capsys):
