@@ -190,7 +190,7 @@ def _computations(name: str, model_name: str = '', output_name: str = '',
   histograms_key = key(metric_types.MetricKey, _HISTOGRAMS)
   if name == CURVES:
     result_key = key(metric_types.PlotKey, name)
-    derive = lambda counts: confusion_matrices(counts)
+    derive = confusion_matrices
   else:
     result_key = key(metric_types.MetricKey, name)
     derive = lambda counts: scores(counts)[name]
