@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import PIPELINE_ARGS
 from models import constants, serving
 from models.model import model_stride
 from pipeline import cli, configs, metadata, predict
@@ -61,19 +62,20 @@ def test_a_given_fov_is_used_and_a_missing_one_is_computed(signatures, demo_driv
   assert agreement > 0.98
 
 
-_DEMO_MODEL = configs.PROFILES['demo'].training.model
+# The model under test: demo_run trains the tests' profile (conftest.PIPELINE_ARGS).
+_TESTED_MODEL = configs.PROFILES[PIPELINE_ARGS[PIPELINE_ARGS.index('--profile') + 1]].training.model
 # Pixels one output pixel depends on in each direction, at most: two 3x3 convolutions per level at
 # strides 1, 2, ..., 2^depth on the way down and 2^(depth-1), ..., 1 on the way up, plus one stride
-# for the poolings' and upsamplings' cells (52 for the demo profile's depth-3 U-Net).
-_MODEL_REACH = (2 * sum(2 ** level for level in range(_DEMO_MODEL.depth + 1))
-                + 2 * sum(2 ** level for level in range(_DEMO_MODEL.depth))
-                + model_stride(_DEMO_MODEL))
+# for the poolings' and upsamplings' cells (52 for a depth-3 U-Net).
+_MODEL_REACH = (2 * sum(2 ** level for level in range(_TESTED_MODEL.depth + 1))
+                + 2 * sum(2 ** level for level in range(_TESTED_MODEL.depth))
+                + model_stride(_TESTED_MODEL))
 
 
 def _window(mask, shrink=0):
   """The model's window for one FOV mask (as serving picks it), `shrink` pixels in from each side,
   as a boolean map."""
-  stride = model_stride(_DEMO_MODEL)
+  stride = model_stride(_TESTED_MODEL)
   fov = tf.constant(mask > 0, tf.float32)
   top, bottom, left, right = (int(v) for v in serving.fov_window(fov, stride))
   window = np.zeros(mask.shape, bool)
