@@ -1,28 +1,13 @@
 """Fully-convolutional vessel models (tf_keras, Keras 2): a residual U-Net and a Sine-Net-style net.
 
-Both map a preprocessed gray image [B, H, W, 1] (H and W multiples of `model_stride(config)`) to
-per-pixel vessel probabilities [B, H, W, 1], so a model trained on patches runs on whole images.
+Both map a preprocessed gray image [B, H, W, 1] (H and W multiples of
+`settings.model_stride(config)`) to per-pixel vessel probabilities [B, H, W, 1], so a model trained
+on patches runs on whole images.
 """
-import dataclasses
-
 import tf_keras as keras
 from tf_keras import layers
 
-UNET = 'unet'
-SINE_NET = 'sine_net'
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  architecture: str = UNET
-  base_filters: int = 16
-  depth: int = 3            # U-Net: poolings; Sine-Net: levels below full resolution
-  dropout: float = 0.1
-
-
-def model_stride(config: ModelConfig) -> int:
-  """Input sides must be multiples of this (every pooling halves them)."""
-  return 2 ** config.depth
+from models.settings import SINE_NET, UNET, ModelConfig
 
 
 def _conv_block(x, filters: int, dropout: float, name: str):

@@ -8,14 +8,14 @@ exported model embeds computes exactly what the Trainer was fed (no training/ser
 Maps leave Transform flattened as VarLen features (one row per image, any image size) with their
 height and width, because TFT can only materialise dense outputs of fixed size.
 """
-import dataclasses
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import constants
 from models.clahe import clahe
+from models.settings import PreprocessingConfig
 
 # ITU-R BT.601 luma weights, as the recipe's rgb2gray uses: green dominates (0.587), which is where
 # vessel contrast lives, while red and blue still damp sensor noise of the green channel.
@@ -23,18 +23,6 @@ GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 FOV_GRAY_MEAN_KEY = 'fov_gray_mean'
 FOV_GRAY_STD_KEY = 'fov_gray_std'
-
-
-@dataclasses.dataclass(frozen=True)
-class PreprocessingConfig:
-  clahe_clip_limit: float = 2.0
-  clahe_tile_grid: int = 8      # tiles per side (OpenCV's tileGridSize=(8, 8))
-  gamma: float = 1.2
-
-  @classmethod
-  def from_custom_config(cls, custom_config: Optional[Mapping[str, Any]]) -> 'PreprocessingConfig':
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in (custom_config or {}).items() if k in fields})
 
 
 def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:

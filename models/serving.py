@@ -19,7 +19,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from models import constants, preprocessing
-from models.model import ModelConfig, model_stride
+from models.settings import ModelConfig, model_stride
 
 PROBABILITIES_KEY = 'probabilities'
 _IMAGES = tf.TensorSpec([None], tf.string, name='images')

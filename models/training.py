@@ -10,7 +10,6 @@ exponential moving average of the weights over the last steps, whichever scores 
 validation patches. Late in a short training the weights still jitter from batch to batch; their
 average sits nearer the middle of the minimum they circle.
 """
-import dataclasses
 import json
 import math
 import os
@@ -22,6 +21,7 @@ import tf_keras as keras
 from absl import logging
 
 from models import constants, model as model_lib, patches, serving
+from models.settings import ModelConfig, TrainingConfig
 
 SHUFFLE_BUFFER = 4096
 # Training batches that re-collect batch-norm statistics for averaged weights: batch norm's momentum
@@ -29,32 +29,6 @@ SHUFFLE_BUFFER = 4096
 BATCH_NORM_RECALIBRATION_STEPS = 100
 BEST_EPOCH = 'best_epoch'
 WEIGHT_AVERAGE = 'weight_average'
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-  patch_size: int = constants.PATCH_SIZE
-  batch_size: int = 32
-  epochs: int = 20
-  steps_per_epoch: int = 200
-  validation_steps: int = 40
-  learning_rate: float = 2e-3
-  early_stopping_patience: int = 5
-  max_minutes: Optional[float] = None   # wall-time budget of the epochs (see TimeBudget)
-  dice_weight: float = 0.5
-  weight_average_momentum: Optional[float] = None   # EMA of the weights per step; None: off
-  serving_flip_average: bool = True   # exported model averages with its mirror-image prediction
-  seed: int = 0
-  model: model_lib.ModelConfig = model_lib.ModelConfig()
-
-  def to_custom_config(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_custom_config(cls, custom_config: Dict[str, Any]) -> 'TrainingConfig':
-    values = dict(custom_config)
-    values['model'] = model_lib.ModelConfig(**values.get('model', {}))
-    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
 # CPU flags of native bfloat16 matrix maths (Intel AMX, AVX512-BF16), which oneDNN uses for Keras'
@@ -88,7 +62,7 @@ def choose_strategy(flags: Optional[frozenset] = None):
   return tf.distribute.get_strategy()
 
 
-def float32_copy(model: keras.Model, config: model_lib.ModelConfig) -> keras.Model:
+def float32_copy(model: keras.Model, config: ModelConfig) -> keras.Model:
   """The model rebuilt in float32 with the same weights: the export must serve on any CPU, and a
   bfloat16 or float16 graph has no CPU kernels on some (AVX2) and crawls on most others. Leaves
   Keras' global policy at float32."""

@@ -3,9 +3,7 @@ import dataclasses
 import os
 from typing import Dict, List, Optional
 
-from models.model import ModelConfig
-from models.preprocessing import PreprocessingConfig
-from models.training import TrainingConfig
+from models.settings import ModelConfig, PreprocessingConfig, TrainingConfig
 
 PIPELINE_NAME = 'retina-tfx'
 DEFAULT_PIPELINE_ROOT = 'pipeline_root'

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 
-from models import constants, preprocessing, serving, vessel_metrics
+from models import constants, serving, settings, vessel_metrics
 from pipeline import configs, metadata, status, visualize
 
 INDEX_FILE = 'index.html'
@@ -93,8 +93,8 @@ def _preprocessing_strip(store, model_id: int, examples_uri: str, out_dir: str) 
   """The first test image through the run's own preprocessing (settings and dataset statistics)."""
   transform_graph = _producer(store, model_id)[1]['transform_graph']
   transform = _producer(store, transform_graph.id)[0]
-  settings = json.loads(transform.custom_properties['custom_config'].string_value or '{}')
-  config = preprocessing.PreprocessingConfig(**settings)
+  custom_config = json.loads(transform.custom_properties['custom_config'].string_value or '{}')
+  config = settings.PreprocessingConfig(**custom_config)
   example = next(_test_examples(examples_uri))
   rgb = _decode(example[constants.IMAGE_KEY], 3)
   fov = (_decode(example[constants.FOV_KEY], 1)[..., 0] > 127).astype(np.float32)

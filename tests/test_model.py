@@ -5,15 +5,15 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import model as model_lib
-from models import training
+from models import settings, training
 
 
-@pytest.mark.parametrize('architecture', [model_lib.UNET, model_lib.SINE_NET])
+@pytest.mark.parametrize('architecture', [settings.UNET, settings.SINE_NET])
 @pytest.mark.parametrize('size', [(48, 48), (64, 96), (592, 568)])
 def test_models_are_fully_convolutional(architecture, size):
-  config = model_lib.ModelConfig(architecture=architecture)
+  config = settings.ModelConfig(architecture=architecture)
   model = model_lib.build_model(config)
-  assert all(side % model_lib.model_stride(config) == 0 for side in size)
+  assert all(side % settings.model_stride(config) == 0 for side in size)
   out = model(tf.random.uniform([2, *size, 1]), training=False)
   assert out.shape == (2, *size, 1)
   assert 0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1
@@ -21,14 +21,14 @@ def test_models_are_fully_convolutional(architecture, size):
 
 def test_parameter_counts_are_small():
   # Recorded in the README; a change of architecture should be a visible decision.
-  counts = {a: model_lib.build_model(model_lib.ModelConfig(architecture=a)).count_params()
-            for a in (model_lib.UNET, model_lib.SINE_NET)}
-  assert counts == {model_lib.UNET: 505_729, model_lib.SINE_NET: 513_753}
+  counts = {a: model_lib.build_model(settings.ModelConfig(architecture=a)).count_params()
+            for a in (settings.UNET, settings.SINE_NET)}
+  assert counts == {settings.UNET: 505_729, settings.SINE_NET: 513_753}
 
 
 def test_unknown_architecture_is_a_clear_error():
   with pytest.raises(ValueError, match="unknown architecture 'vgg'"):
-    model_lib.build_model(model_lib.ModelConfig(architecture='vgg'))
+    model_lib.build_model(settings.ModelConfig(architecture='vgg'))
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 def test_mixed_precision_models_are_exported_as_float32_with_the_same_weights(
     restores_float32_policy):
-  config = model_lib.ModelConfig(base_filters=4, depth=2)
+  config = settings.ModelConfig(base_filters=4, depth=2)
   keras.mixed_precision.set_global_policy('mixed_bfloat16')
   trained = model_lib.build_model(config)
   assert trained.compute_dtype == 'bfloat16'
@@ -118,8 +118,8 @@ def test_loss_and_auc_ignore_pixels_outside_the_fov():
 
 
 def test_training_config_round_trips_through_custom_config():
-  config = training.TrainingConfig(epochs=3, model=model_lib.ModelConfig(architecture='sine_net'))
-  assert training.TrainingConfig.from_custom_config(config.to_custom_config()) == config
+  config = settings.TrainingConfig(epochs=3, model=settings.ModelConfig(architecture='sine_net'))
+  assert settings.TrainingConfig.from_custom_config(config.to_custom_config()) == config
 
 
 def test_learning_rate_decays_over_the_steps_it_is_refit_to():

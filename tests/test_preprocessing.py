@@ -12,9 +12,9 @@ from PIL import Image
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from conftest import REAL_DRIVE
-from models import constants, preprocessing
+from models import constants, preprocessing, settings
 
-CONFIG = preprocessing.PreprocessingConfig()
+CONFIG = settings.PreprocessingConfig()
 _DRIVE_TRAINING = sorted(glob.glob(os.path.join(REAL_DRIVE, 'training', 'images', '*.tif')))
 
 

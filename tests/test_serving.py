@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import PIPELINE_ARGS
 from models import constants, serving
-from models.model import model_stride
+from models.settings import model_stride
 from pipeline import cli, configs, metadata, predict
 
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import model as model_lib
-from models import patches, training
+from models import patches, settings, training
 
 
 def _write_patches(path, count, size):
@@ -21,7 +21,7 @@ def _write_patches(path, count, size):
 
 def test_batches_carry_image_and_label_with_fov(tmp_path):
   _write_patches(tmp_path / 'p.gz', 10, 8)
-  config = training.TrainingConfig(patch_size=8, batch_size=4)
+  config = settings.TrainingConfig(patch_size=8, batch_size=4)
   for is_training in (True, False):
     image, y_true = next(iter(training.make_dataset([str(tmp_path / '*.gz')], config, is_training)))
     assert image.shape == (4, 8, 8, 1) and y_true.shape == (4, 8, 8, 2)
@@ -34,18 +34,18 @@ def test_batches_carry_image_and_label_with_fov(tmp_path):
 
 def test_missing_patch_files_are_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match='no patch files match'):
-    training.make_dataset([str(tmp_path / '*.gz')], training.TrainingConfig(), True)
+    training.make_dataset([str(tmp_path / '*.gz')], settings.TrainingConfig(), True)
 
 
 # A model small enough to train in seconds on 8x8 patches whose vessels are the bright pixels.
 _TINY = dict(patch_size=8, batch_size=4, epochs=3, steps_per_epoch=5, validation_steps=3,
-             model=model_lib.ModelConfig(base_filters=4, depth=1))
+             model=settings.ModelConfig(base_filters=4, depth=1))
 
 
 def _train(tmp_path, **overrides):
   _write_patches(tmp_path / 'train.gz', 40, 8)
   _write_patches(tmp_path / 'eval.gz', 12, 8)
-  config = training.TrainingConfig(**{**_TINY, **overrides})
+  config = settings.TrainingConfig(**{**_TINY, **overrides})
   model, summary = training.train(config, [str(tmp_path / 'train.gz')], [str(tmp_path / 'eval.gz')],
                                   str(tmp_path / 'run'))
   exported_auc = training.validation_auc(
@@ -70,7 +70,7 @@ def test_with_averaging_the_better_of_best_epoch_and_average_is_exported(tmp_pat
 
 
 def test_batch_norm_recalibration_moves_only_the_moving_statistics():
-  model = model_lib.build_model(model_lib.ModelConfig(base_filters=4, depth=1))
+  model = model_lib.build_model(settings.ModelConfig(base_filters=4, depth=1))
   batch_norm = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
   trainable = [w.numpy() for w in model.trainable_weights]
   images = tf.fill([4, 8, 8, 1], 0.7)

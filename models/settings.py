@@ -1,0 +1,61 @@
+"""The model side's settings: plain dataclasses, free of TensorFlow, so that the pipeline's
+configuration (pipeline/configs.py) and the command line load in a blink. They travel to the
+Transform and Trainer executors as custom_config dicts."""
+import dataclasses
+from typing import Any, Dict, Mapping, Optional
+
+from models import constants
+
+UNET = 'unet'
+SINE_NET = 'sine_net'
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  architecture: str = UNET
+  base_filters: int = 16
+  depth: int = 3            # U-Net: poolings; Sine-Net: levels below full resolution
+  dropout: float = 0.1
+
+
+def model_stride(config: ModelConfig) -> int:
+  """Input sides must be multiples of this (every pooling halves them)."""
+  return 2 ** config.depth
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessingConfig:
+  clahe_clip_limit: float = 2.0
+  clahe_tile_grid: int = 8      # tiles per side (OpenCV's tileGridSize=(8, 8))
+  gamma: float = 1.2
+
+  @classmethod
+  def from_custom_config(cls, custom_config: Optional[Mapping[str, Any]]) -> 'PreprocessingConfig':
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in (custom_config or {}).items() if k in fields})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+  patch_size: int = constants.PATCH_SIZE
+  batch_size: int = 32
+  epochs: int = 20
+  steps_per_epoch: int = 200
+  validation_steps: int = 40
+  learning_rate: float = 2e-3
+  early_stopping_patience: int = 5
+  max_minutes: Optional[float] = None   # wall-time budget of the epochs (see TimeBudget)
+  dice_weight: float = 0.5
+  weight_average_momentum: Optional[float] = None   # EMA of the weights per step; None: off
+  serving_flip_average: bool = True   # exported model averages with its mirror-image prediction
+  seed: int = 0
+  model: ModelConfig = ModelConfig()
+
+  def to_custom_config(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_custom_config(cls, custom_config: Dict[str, Any]) -> 'TrainingConfig':
+    values = dict(custom_config)
+    values['model'] = ModelConfig(**values.get('model', {}))
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
