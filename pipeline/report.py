@@ -94,7 +94,7 @@ def _preprocessing_strip(store, model_id: int, examples_uri: str, out_dir: str) 
   transform_graph = _producer(store, model_id)[1]['transform_graph']
   transform = _producer(store, transform_graph.id)[0]
   custom_config = json.loads(transform.custom_properties['custom_config'].string_value or '{}')
-  config = settings.PreprocessingConfig(**custom_config)
+  config = settings.PreprocessingConfig.from_custom_config(custom_config)
   example = next(_test_examples(examples_uri))
   rgb = _decode(example[constants.IMAGE_KEY], 3)
   fov = (_decode(example[constants.FOV_KEY], 1)[..., 0] > 127).astype(np.float32)
@@ -168,7 +168,8 @@ figure {{ display: inline-block; margin: 4px; }} .legend span {{ padding: 0 6px;
 {_decision_html(decision)}
 <h2>Test split, per pixel inside the FOV (TFMA)</h2>
 {_metric_table(decision)}
-<p>Acc, Se (recall), Sp and F1 at probability {vessel_metrics.DECISION_THRESHOLD}. The gate reads the AUC only.</p>
+<p>Acc, Se (recall), Sp and F1 at probability {vessel_metrics.DECISION_THRESHOLD}.
+The gate reads the AUC only.</p>
 <img src="roc.png"> <img src="pr.png">
 <h2>AUC per test image (worst first)</h2>
 <table><tr><th>image</th><th>AUC</th></tr>{per_image}</table>
