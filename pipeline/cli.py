@@ -114,9 +114,13 @@ def _cmd_make_demo_data(args) -> int:
   def progress(done, total):
     print(f'\r  generating images: {done}/{total}', end='\n' if done == total else '', flush=True)
 
-  summary = demo_data.generate(args.out, seed=args.seed, n_train=args.train_count,
-                               n_test=args.test_count, height=args.height, width=args.width,
-                               progress=progress)
+  try:
+    summary = demo_data.generate(args.out, seed=args.seed, n_train=args.train_count,
+                                 n_test=args.test_count, height=args.height, width=args.width,
+                                 progress=progress)
+  except (ValueError, FileExistsError) as error:
+    print(f'retina-tfx: error: {error}', file=sys.stderr)
+    return 1
   print(f'wrote a synthetic DRIVE-like dataset to {args.out}: {summary}')
   return 0
 

@@ -409,6 +409,9 @@ def _save(pixels: np.ndarray, path: str):
     Image.fromarray(pixels, 'L').save(path, format='GIF', optimize=False)
 
 
+MIN_SIDE = 16   # smaller images have too few pixels for a field of view with vessels in it
+
+
 def generate(out_dir: str, seed: int = 0, n_train: int = 20, n_test: int = 20,
              height: int = IMAGE_HEIGHT, width: int = IMAGE_WIDTH,
              progress: Optional[Callable[[int, int], None]] = None) -> dict:
@@ -419,6 +422,8 @@ def generate(out_dir: str, seed: int = 0, n_train: int = 20, n_test: int = 20,
   """
   if n_train < 0 or n_test < 0 or n_train + n_test == 0:
     raise ValueError(f'need at least one image, got n_train={n_train}, n_test={n_test}')
+  if min(height, width) < MIN_SIDE:
+    raise ValueError(f'images must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got {width}x{height}')
   out_dir = os.path.abspath(out_dir)
   if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
     raise FileExistsError(f'{out_dir} already exists and is not an empty folder: refusing to write the '

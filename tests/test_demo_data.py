@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from pipeline import demo_data
+from pipeline import cli, demo_data
 
 # Half DRIVE's size keeps the suite fast; the generator scales its geometry to the image.
 HEIGHT, WIDTH = 292, 282
@@ -169,3 +169,15 @@ def test_a_failure_leaves_no_partial_dataset(tmp_path):
   with pytest.raises(RuntimeError, match='interrupted'):
     _generate(tmp_path / 'out', progress=fail_after_first)
   assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--height', '0'], 'at least 16x16 pixels'),
+    (['--train-count', '0', '--test-count', '0'], 'need at least one image'),
+])
+def test_bad_sizes_and_counts_are_one_line_errors_writing_nothing(args, message, tmp_path, capsys):
+  out = tmp_path / 'demo'
+  assert cli.main(['make-demo-data', str(out), *args]) == 1
+  error = capsys.readouterr().err
+  assert error.startswith('retina-tfx: error: ') and message in error and 'Traceback' not in error
+  assert not out.exists() and os.listdir(tmp_path) == []
