@@ -14,6 +14,8 @@ ENV TF_USE_LEGACY_KERAS=1 \
 WORKDIR /opt/retina-tfx
 COPY constraints.txt setup.py pyproject.toml README.md ./
 COPY pipeline pipeline
+COPY cli cli
+COPY synthetic_drive synthetic_drive
 COPY components components
 COPY models models
 COPY schemas schemas

@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (pipeline on generated DRIVE-like data) and `make test`.
+# Two entry points: `make demo` (pipeline on generated DRIVE-like data) and `make test` (what CI
+# runs); `make test-fast` is the unit tests alone, for inner loops.
 #
 # The third-party stack (3.3 GB) is installed once per lock hash into a shared cache folder and
 # layered under the project's own thin `.venv` with a .pth file, so a fresh clone (or a CI run on a
@@ -17,14 +18,18 @@ DEMO_DIR ?= demo
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-fast venv clean
 
 demo: $(VENV)/.installed
 	test -d $(DEMO_DIR)/data || $(VENV)/bin/retina-tfx make-demo-data $(DEMO_DIR)/data
 	$(VENV)/bin/retina-tfx run --data $(DEMO_DIR)/data --pipeline-root $(DEMO_DIR)/pipeline_root
 
 test: $(VENV)/.installed
-	$(VPY) -m pytest -q tests models components pipeline
+	$(VPY) -m pytest -q tests
+
+# Unit tests only, for inner loops: no pipeline runs, no real DRIVE.
+test-fast: $(VENV)/.installed
+	$(VPY) -m pytest -q -m "not slow" tests
 
 venv: $(VENV)/.installed
 

@@ -4,7 +4,9 @@ A patch is one tf.Example holding uint8 bytes: the preprocessed image as gray le
 exact, since preprocessing ends on a 256-level LUT), and the label and FOV as 0/1. Four times smaller
 than float32 before the gzip of the TFRecord files, and lossless.
 """
-from typing import Dict
+import math
+import os
+from typing import Dict, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -48,3 +50,16 @@ def parse(serialized: tf.Tensor, patch_size: int) -> Dict[str, tf.Tensor]:
     pixels = tf.reshape(pixels, [-1, patch_size, patch_size, 1])
     parsed[key] = pixels / 255.0 if key == constants.IMAGE_KEY else pixels
   return parsed
+
+
+def patch_size(files: Sequence[str]) -> int:
+  """The side of the patches in PatchGen's output files, read from their first record: PatchGen's
+  configuration decides it, the Trainer follows."""
+  for record in tf.data.TFRecordDataset(list(files), compression_type='GZIP').take(1):
+    example = tf.train.Example.FromString(record.numpy())
+    pixels = len(example.features.feature[constants.IMAGE_KEY].bytes_list.value[0])
+    side = math.isqrt(pixels)
+    if side * side != pixels:
+      raise ValueError(f'a patch of {pixels} pixels in {os.path.dirname(files[0])} is not square')
+    return side
+  raise ValueError(f'no patches in {", ".join(files)}')

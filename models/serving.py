@@ -22,6 +22,11 @@ from models import constants, preprocessing
 from models.settings import ModelConfig, model_stride
 
 PROBABILITIES_KEY = 'probabilities'
+# Signatures of the exported model.
+SERVE = 'serving_default'                   # encoded images -> maps (FOV computed from each image)
+SERVE_WITH_FOV = 'serving_with_fov'         # encoded images and FOV masks -> maps
+PREDICT_EXAMPLES = 'predict_examples'       # serialized raw examples -> flat maps (TFMA)
+TRANSFORM_FEATURES = 'transform_features'   # serialized raw examples -> flat label and FOV (TFMA)
 _IMAGES = tf.TensorSpec([None], tf.string, name='images')
 _FOVS = tf.TensorSpec([None], tf.string, name='fovs')
 _EXAMPLES = tf.TensorSpec([None], tf.string, name='examples')
@@ -112,5 +117,5 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
     return _dense(transform_examples(examples))
 
   model.save(serving_model_dir, save_format='tf', signatures={
-      'serving_default': serve, 'serving_with_fov': serve_with_fov,
-      'predict_examples': predict_examples, 'transform_features': transform_features})
+      SERVE: serve, SERVE_WITH_FOV: serve_with_fov,
+      PREDICT_EXAMPLES: predict_examples, TRANSFORM_FEATURES: transform_features})

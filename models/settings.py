@@ -4,8 +4,6 @@ Transform and Trainer executors as custom_config dicts."""
 import dataclasses
 from typing import Any, Dict, Mapping, Optional
 
-from models import constants
-
 UNET = 'unet'
 SINE_NET = 'sine_net'
 
@@ -37,7 +35,6 @@ class PreprocessingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-  patch_size: int = constants.PATCH_SIZE
   batch_size: int = 32
   epochs: int = 20
   steps_per_epoch: int = 200
@@ -47,7 +44,6 @@ class TrainingConfig:
   max_minutes: Optional[float] = None   # wall-time budget of the epochs (see TimeBudget)
   dice_weight: float = 0.5
   weight_average_momentum: Optional[float] = None   # EMA of the weights per step; None: off
-  serving_flip_average: bool = True   # exported model averages with its mirror-image prediction
   seed: int = 0
   model: ModelConfig = ModelConfig()
 
@@ -59,3 +55,19 @@ class TrainingConfig:
     values = dict(custom_config)
     values['model'] = ModelConfig(**values.get('model', {}))
     return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """How the Trainer exports the serving model."""
+  flip_average: bool = True   # average each map with the prediction on the mirrored image
+
+
+def trainer_custom_config(training: TrainingConfig, export: ExportConfig) -> Dict[str, Any]:
+  return {'training': training.to_custom_config(), 'export': dataclasses.asdict(export)}
+
+
+def from_trainer_custom_config(custom_config: Mapping[str, Any]):
+  """(TrainingConfig, ExportConfig) of a trainer_custom_config dict."""
+  return (TrainingConfig.from_custom_config(custom_config.get('training', {})),
+          ExportConfig(**custom_config.get('export', {})))

@@ -21,7 +21,7 @@ import tf_keras as keras
 from absl import logging
 
 from models import constants, model as model_lib, patches, serving
-from models.settings import ModelConfig, TrainingConfig
+from models.settings import ModelConfig, TrainingConfig, from_trainer_custom_config
 
 SHUFFLE_BUFFER = 4096
 # Training batches that re-collect batch-norm statistics for averaged weights: batch norm's momentum
@@ -29,6 +29,7 @@ SHUFFLE_BUFFER = 4096
 BATCH_NORM_RECALIBRATION_STEPS = 100
 BEST_EPOCH = 'best_epoch'
 WEIGHT_AVERAGE = 'weight_average'
+SUMMARY_FILE = 'training.json'   # in the Trainer's model_run output
 
 
 # CPU flags of native bfloat16 matrix maths (Intel AMX, AVX512-BF16), which oneDNN uses for Keras'
@@ -41,12 +42,10 @@ def cpu_flags(cpuinfo_path: str = '/proc/cpuinfo') -> frozenset:
   """The CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
   try:
     with open(cpuinfo_path) as f:
-      for line in f:
-        if line.startswith('flags'):
-          return frozenset(line.split(':', 1)[1].split())
+      flags = next((line for line in f if line.startswith('flags')), '')
   except OSError:
-    pass
-  return frozenset()
+    flags = ''
+  return frozenset(flags.split(':', 1)[1].split()) if flags else frozenset()
 
 
 def choose_strategy(flags: Optional[frozenset] = None):
@@ -104,8 +103,9 @@ def make_dataset(file_patterns: Sequence[str], config: TrainingConfig,
                                     num_parallel_reads=tf.data.AUTOTUNE)
   if training:
     records = records.shuffle(SHUFFLE_BUFFER, seed=config.seed).repeat()
+  size = patches.patch_size(files)
   parsed = records.batch(config.batch_size, drop_remainder=training).map(
-      lambda serialized: patches.parse(serialized, config.patch_size),
+      lambda serialized: patches.parse(serialized, size),
       num_parallel_calls=tf.data.AUTOTUNE)
   maps = lambda p: (p[constants.IMAGE_KEY], p[constants.LABEL_KEY], p[constants.FOV_KEY])
   if training:
@@ -282,12 +282,18 @@ def train(config: TrainingConfig, train_files, eval_files,
 
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point (GenericExecutor)."""
-  config = TrainingConfig.from_custom_config(fn_args.custom_config or {})
+  config, export = from_trainer_custom_config(fn_args.custom_config or {})
   started = time.monotonic()
   model, summary = train(config, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir)
   training_seconds = time.monotonic() - started
   serving.export(float32_copy(model, config.model), fn_args.transform_output,
-                 fn_args.serving_model_dir, config.model, flip_average=config.serving_flip_average)
-  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, 'training.json'), 'w') as f:
+                 fn_args.serving_model_dir, config.model, flip_average=export.flip_average)
+  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, SUMMARY_FILE), 'w') as f:
     json.dump({'training_seconds': training_seconds, 'parameters': model.count_params(),
-               **summary, 'config': config.to_custom_config()}, f, indent=2)
+               **summary, 'config': fn_args.custom_config}, f, indent=2)
+
+
+def read_summary(model_run_uri: str) -> Dict[str, Any]:
+  """What run_fn recorded beside the model: wall time, parameters, validation AUCs, config."""
+  with tf.io.gfile.GFile(os.path.join(model_run_uri, SUMMARY_FILE)) as f:
+    return json.load(f)

@@ -1,9 +1,11 @@
-"""Pipeline-wide settings: names, where things go, and the run profiles."""
+"""Every knob of the pipeline, in one TensorFlow-free module: names, component ids, where things
+go, the code the components run, and the run profiles (patches, training, export, release gate)."""
 import dataclasses
 import os
 from typing import Dict, List, Optional
 
-from models.settings import ModelConfig, PreprocessingConfig, TrainingConfig
+from models import constants
+from models.settings import ExportConfig, ModelConfig, PreprocessingConfig, TrainingConfig
 
 PIPELINE_NAME = 'retina-tfx'
 DEFAULT_PIPELINE_ROOT = 'pipeline_root'
@@ -13,25 +15,51 @@ REPORT_DIR = 'report'               # the latest run's report, inside the pipeli
 SERVING_DIR = 'serving_model'       # blessed models' TF Serving folder, next to the pipeline root
 DEFAULT_MAX_AUC_DROP = 0.002        # how far below the latest blessed model a new model may score
 
+# Component ids: the names ML-Metadata records each component's runs under.
+EXAMPLE_GEN = 'DriveExampleGen'
+STATISTICS_GEN = 'StatisticsGen'
+SCHEMA_IMPORTER = 'ImportSchemaGen'
+EXAMPLE_VALIDATOR = 'ExampleValidator'
+DATA_GATE = 'DataGate'
+TRANSFORM = 'Transform'
+PATCH_GEN = 'PatchGen'
+TRAINER = 'Trainer'
+BASELINE_RESOLVER = 'latest_blessed_model_resolver'
+EVALUATOR = 'Evaluator'
+PUSHER = 'Pusher'
+
+# The code Transform and Trainer run, as function paths into the installed package: never a module
+# file, which TFX would bundle (and, for Kubeflow, upload at compile time).
+PREPROCESSING_FN = 'models.preprocessing.preprocessing_fn'
+RUN_FN = 'models.training.run_fn'
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchConfig:
+  """What PatchGen cuts; the Trainer reads the size back from the patches themselves."""
+  per_image: int
+  size: int = constants.PATCH_SIZE
+  seed: int = 0       # of the patch positions and their mixing (the eval hold-out has split_seed)
+
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
   """Everything that differs between the quick demo and a DRIVE run that follows the recipe."""
-  name: str
-  patches_per_image: int
-  training: TrainingConfig   # its patch_size is also what PatchGen cuts
+  patches: PatchConfig
+  training: TrainingConfig
   min_auc: float             # release gate: the FOV-weighted test AUC a model needs to be blessed
   max_auc_drop: float = DEFAULT_MAX_AUC_DROP
   preprocessing: PreprocessingConfig = PreprocessingConfig()
+  export: ExportConfig = ExportConfig()
 
 
 PROFILES = {
     # Wiring check in about a minute (the tests run it): every component runs for real and the
     # model trains just enough (seconds) to be clearly better than chance, and than one step.
-    'smoke': Profile(name='smoke', patches_per_image=50, min_auc=0.5, training=TrainingConfig(
+    'smoke': Profile(patches=PatchConfig(per_image=50), min_auc=0.5, training=TrainingConfig(
         epochs=2, steps_per_epoch=20, validation_steps=2, batch_size=16)),
     # Enough to learn the synthetic vessels in well under 3 minutes of training.
-    'demo': Profile(name='demo', patches_per_image=400, min_auc=0.90, training=TrainingConfig(
+    'demo': Profile(patches=PatchConfig(per_image=400), min_auc=0.90, training=TrainingConfig(
         epochs=8, steps_per_epoch=60, validation_steps=10, max_minutes=2.5)),
     # The recipe's preprocessing and patch budget (190,000 48x48 patches from 20 images = 21.9 M
     # pixels per image), cut as 6,000 64x64 patches per image (24.6 M): whole-image inference
@@ -48,10 +76,11 @@ PROFILES = {
     # Weight average: from epoch ~14 the validation AUC only jitters (0.9770-0.9774 in the
     # 39.7-min run of BENCHMARKS.md); an EMA over the last ~2,000 steps (~5 epochs) averages that
     # plateau, and the Trainer exports it only if it beats the best epoch on the validation patches.
-    'drive': Profile(name='drive', patches_per_image=6000, min_auc=0.975, training=TrainingConfig(
-        patch_size=64, epochs=26, steps_per_epoch=400, validation_steps=150, learning_rate=1e-3,
-        max_minutes=43, early_stopping_patience=10, dice_weight=0.0,
-        weight_average_momentum=0.9995, model=ModelConfig(dropout=0.0))),
+    'drive': Profile(
+        patches=PatchConfig(per_image=6000, size=64), min_auc=0.975, training=TrainingConfig(
+            epochs=26, steps_per_epoch=400, validation_steps=150, learning_rate=1e-3,
+            max_minutes=43, early_stopping_patience=10, dice_weight=0.0,
+            weight_average_momentum=0.9995, model=ModelConfig(dropout=0.0))),
 }
 DEFAULT_PROFILE = 'demo'
 
@@ -61,10 +90,10 @@ def metadata_path(pipeline_root: str) -> str:
 
 
 # Components that run Beam pipelines, by component id.
-BEAM_COMPONENTS = ('DriveExampleGen', 'StatisticsGen', 'Transform', 'PatchGen', 'Evaluator')
+BEAM_COMPONENTS = (EXAMPLE_GEN, STATISTICS_GEN, TRANSFORM, PATCH_GEN, EVALUATOR)
 # Dataflow workers for the stages that hold many images' pixels at once: Transform's analyzers and
 # PatchGen's mixing groups (measured 5.8 GB peak on one machine for full DRIVE at the drive profile).
-_DATAFLOW_HIGHMEM = ('Transform', 'PatchGen')
+_DATAFLOW_HIGHMEM = (TRANSFORM, PATCH_GEN)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,8 +33,8 @@ def eval_config(min_auc: float, max_auc_drop: float) -> tfma.EvalConfig:
           direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={'value': -max_auc_drop}))
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(
-          signature_name='predict_examples',
-          preprocessing_function_names=['transform_features'],
+          signature_name=serving.PREDICT_EXAMPLES,
+          preprocessing_function_names=[serving.TRANSFORM_FEATURES],
           prediction_key=serving.PROBABILITIES_KEY,
           label_key=constants.LABEL_KEY,
           example_weight_key=constants.FOV_KEY)],

@@ -2,13 +2,20 @@
 import os
 from typing import Optional, Sequence
 
+from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.orchestration import pipeline as tfx_pipeline
 
 from components.drive_example_gen import source
 from models import constants
-from pipeline import configs, metadata
+from pipeline import configs
 from pipeline.pipeline import create_pipeline
+
+
+def connection_config(pipeline_root: str) -> metadata_store_pb2.ConnectionConfig:
+  """The SQLite ML-Metadata store local runs record into, inside the pipeline root."""
+  return tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      configs.metadata_path(pipeline_root))
 
 
 def _absolute(path: str) -> str:
@@ -35,6 +42,6 @@ def run(data_paths: Sequence[str], pipeline_root: str, profile: configs.Profile,
       split_seed=split_seed,
       input_fingerprint=source.fingerprint(data_paths),
       beam_pipeline_args=beam_pipeline_args,
-      metadata_connection_config=metadata.connection_config(pipeline_root),
+      metadata_connection_config=connection_config(pipeline_root),
       enable_cache=enable_cache,
   ), run_options=tfx_pipeline.RunOptions(to_nodes=[until]) if until else None)

@@ -10,16 +10,15 @@ from components.data_gate.component import DataGate
 from components.drive_example_gen.component import DriveExampleGen
 from components.numbered_pusher.component import NumberedPusher
 from components.patch_gen.component import PatchGen
-from models import constants
-from pipeline import eval_config
-from pipeline.configs import Profile
+from models import constants, settings
+from pipeline import configs, eval_config
 
 
 def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
     data_paths: Sequence[str],
-    profile: Profile,
+    profile: configs.Profile,
     serving_dir: str,
     eval_count: int = constants.DEFAULT_EVAL_COUNT,
     split_seed: int = 0,
@@ -38,47 +37,53 @@ def create_pipeline(
   see configs.component_beam_args) are added to the named ones. `trainer_resources` is a KFP
   ResourceSpec for the Trainer task (e.g. a GPU); runners without placement ignore it."""
   example_gen = DriveExampleGen(input_paths=data_paths, eval_count=eval_count,
-                                split_seed=split_seed, input_fingerprint=input_fingerprint)
-  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
-  schema_importer = tfx.components.ImportSchemaGen(schema_file=schemas.SCHEMA_FILE)
+                                split_seed=split_seed, input_fingerprint=input_fingerprint
+                                ).with_id(configs.EXAMPLE_GEN)
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs['examples']).with_id(configs.STATISTICS_GEN)
+  schema_importer = tfx.components.ImportSchemaGen(
+      schema_file=schemas.SCHEMA_FILE).with_id(configs.SCHEMA_IMPORTER)
   example_validator = tfx.components.ExampleValidator(
-      statistics=statistics_gen.outputs['statistics'], schema=schema_importer.outputs['schema'])
+      statistics=statistics_gen.outputs['statistics'], schema=schema_importer.outputs['schema']
+  ).with_id(configs.EXAMPLE_VALIDATOR)
   data_gate = DataGate(anomalies=example_validator.outputs['anomalies'],
-                       schema=schema_importer.outputs['schema'])
+                       schema=schema_importer.outputs['schema']).with_id(configs.DATA_GATE)
   transform = tfx.components.Transform(
       examples=example_gen.outputs['examples'],
       schema=data_gate.outputs['validated_schema'],
-      preprocessing_fn='models.preprocessing.preprocessing_fn',
+      preprocessing_fn=configs.PREPROCESSING_FN,
       custom_config=dataclasses.asdict(profile.preprocessing),
       splits_config=tfx.proto.SplitsConfig(analyze=[constants.TRAIN_SPLIT],
                                            transform=list(constants.SPLITS)),
       # TFDV statistics over 330k-value pixel lists per image cost minutes and tell nothing.
-      disable_statistics=True)
+      disable_statistics=True).with_id(configs.TRANSFORM)
   patch_gen = PatchGen(transformed_examples=transform.outputs['transformed_examples'],
-                       patches_per_image=profile.patches_per_image,
-                       patch_size=profile.training.patch_size, seed=split_seed)
+                       patches_per_image=profile.patches.per_image,
+                       patch_size=profile.patches.size, seed=profile.patches.seed
+                       ).with_id(configs.PATCH_GEN)
   trainer = tfx.components.Trainer(
-      run_fn='models.training.run_fn',
+      run_fn=configs.RUN_FN,
       examples=patch_gen.outputs['patches'],
       transform_graph=transform.outputs['transform_graph'],
-      custom_config=profile.training.to_custom_config())
+      custom_config=settings.trainer_custom_config(profile.training, profile.export)
+  ).with_id(configs.TRAINER)
   latest_blessed_model = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-  ).with_id('latest_blessed_model_resolver')
+  ).with_id(configs.BASELINE_RESOLVER)
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=latest_blessed_model.outputs['model'],
       eval_config=eval_config.eval_config(profile.min_auc, profile.max_auc_drop),
-      example_splits=[constants.TEST_SPLIT])
+      example_splits=[constants.TEST_SPLIT]).with_id(configs.EVALUATOR)
   pusher = NumberedPusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
-  ).with_id('Pusher')
+  ).with_id(configs.PUSHER)
   components: List[tfx.dsl.components.base.base_node.BaseNode] = [
       example_gen, statistics_gen, schema_importer, example_validator, data_gate, transform,
       patch_gen, trainer, latest_blessed_model, evaluator, pusher]

@@ -11,7 +11,7 @@ import pytest
 from sklearn import metrics as sk
 
 from models import vessel_metrics
-from pipeline import demo_data
+from synthetic_drive import dataset
 
 # The real DRIVE lives beside the repository (never inside it); tests that need it skip without it.
 REAL_DRIVE = os.environ.get(
@@ -22,29 +22,40 @@ REAL_DRIVE = os.environ.get(
 def tiny_drive(tmp_path_factory):
   """A 3+2 image DRIVE-like dataset at 64x60 pixels: enough for ingestion logic, fast to decode."""
   out = tmp_path_factory.mktemp('tiny') / 'DRIVE'
-  demo_data.generate(str(out), seed=1, n_train=3, n_test=2, height=60, width=64)
+  dataset.generate(str(out), seed=1, n_train=3, n_test=2, height=60, width=64)
   return out
 
 
 # What the pipeline tests run: the smoke profile keeps training to seconds.
 PIPELINE_ARGS = ('--eval-count', '1', '--profile', 'smoke')
+# The pipeline's component ids, as ML-Metadata records them.
+COMPONENTS = ['DriveExampleGen', 'ImportSchemaGen', 'StatisticsGen', 'ExampleValidator', 'DataGate',
+              'Transform', 'PatchGen', 'Trainer', 'latest_blessed_model_resolver', 'Evaluator',
+              'Pusher']
 
 
 @pytest.fixture(scope='session')
 def demo_drive(tmp_path_factory):
   """Full DRIVE geometry (the schema pins it), few images to keep runs short."""
   out = tmp_path_factory.mktemp('demo') / 'DRIVE'
-  demo_data.generate(str(out), seed=3, n_train=5, n_test=2)
+  dataset.generate(str(out), seed=3, n_train=5, n_test=2)
   return out
+
+
+def pytest_collection_modifyitems(items):
+  """Every test on a pipeline run is slow, whether it shares demo_run or runs its own."""
+  for item in items:
+    if 'demo_run' in item.fixturenames:
+      item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope='session')
 def demo_run(demo_drive, tmp_path_factory):
   """One in-memory run of the whole pipeline; the tests that inspect artifacts share it."""
-  from pipeline import cli
+  from cli.main import main
   root = tmp_path_factory.mktemp('run') / 'root'
-  assert cli.main(['run', '--data', str(demo_drive), '--pipeline-root', str(root),
-                   *PIPELINE_ARGS]) == 0
+  assert main(['run', '--data', str(demo_drive), '--pipeline-root', str(root),
+               *PIPELINE_ARGS]) == 0
   return root
 
 

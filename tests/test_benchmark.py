@@ -1,14 +1,21 @@
-"""`retina-tfx benchmark`: FOV-only pooled scoring, agreement with the Evaluator, the pushed model it
-leaves, the table row."""
+"""`retina-tfx benchmark` and `benchmark-gate`: FOV-only pooled scoring, a rerun from the cache with
+progress, agreement with the Evaluator, the pushed model it leaves, the table row."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
+from tfx.utils import path_utils
 
+from cli import benchmark, console, history
+from cli.main import main
 from components.drive_example_gen import source
-from conftest import PIPELINE_ARGS
-from pipeline import benchmark, cli, configs, metadata, status
+from conftest import COMPONENTS, PIPELINE_ARGS
+from pipeline import configs
+
+# Re-judged on a rerun: the first run's model became the blessed baseline they compare against.
+GATE = (configs.BASELINE_RESOLVER, configs.EVALUATOR, configs.PUSHER)
 
 
 class _OracleModel:
@@ -38,32 +45,49 @@ def test_scores_pool_fov_pixels_of_the_test_images_only(tiny_drive):
   assert inverted['sensitivity'] == 0.0 and inverted['specificity'] == 0.0
 
 
-def test_benchmark_command_leaves_serving_model_scores_and_a_row(demo_drive, tmp_path, capsys):
+def test_benchmark_reruns_from_the_cache_and_leaves_scores_a_row_and_a_release(
+    demo_run, demo_drive, tmp_path, capsys):
+  # The output folder starts as a copy of demo_run's pipeline root and serving folder. Same data,
+  # same settings: the run reuses every artifact up to the model from the cache, and the gate
+  # re-judges that model against itself, the latest blessed model, and pushes it again.
+  out = tmp_path / 'out'
+  shutil.copytree(demo_run.parent, out)
+  (out / demo_run.name).rename(out / 'pipeline_root')
   table = tmp_path / 'BENCHMARKS.md'
   table.write_text('# Benchmarks\n')
-  args = ['benchmark', '--data', str(demo_drive), '--output', str(tmp_path / 'out'),
+  args = ['benchmark', '--data', str(demo_drive), '--output', str(out),
           '--benchmarks-file', str(table), *PIPELINE_ARGS]
-  assert cli.main(args) == 0, capsys.readouterr().err
-  result = json.loads((tmp_path / 'out' / 'benchmark.json').read_text())
-  versions = os.listdir(tmp_path / 'out' / 'serving_model')
-  assert len(versions) == 1 and versions[0].isdigit()
-  assert (tmp_path / 'out' / 'serving_model' / versions[0] / 'saved_model.pb').exists()
+  assert main(args) == 0, capsys.readouterr().err
+  printed = capsys.readouterr().out
+  for component in COMPONENTS:
+    assert f'{component:<{console.NAME_WIDTH}} done in' in printed  # progress per component
+  store = history.open_store(str(out / 'pipeline_root'))
+  runs = {r.node_id: r for r in history.latest_node_runs(store)}
+  assert {r.state for node, r in runs.items() if node not in GATE} == {'CACHED'}
+  assert runs[configs.PATCH_GEN].outputs['patches'][0] in printed  # it says where artifacts are
+  [demo_decision] = history.decisions(history.open_store(str(demo_run)))
+  assert runs[configs.TRAINER].outputs['model'][0] == demo_decision.model_uri
+
+  result = json.loads((out / 'benchmark.json').read_text())
+  assert result['model'] == path_utils.serving_model_path(demo_decision.model_uri)
+  assert sorted(os.listdir(out / configs.SERVING_DIR)) == ['1', '2']   # its second release
+  assert (out / configs.SERVING_DIR / '2' / 'saved_model.pb').exists()
   assert result['scores']['images'] == 2 and 0 <= result['scores']['auc_roc'] <= 1
   # The Evaluator (TFMA) and this scoring agree on the same test pixels. Not exactly: predict here
   # computes each FOV from its image, as a user's call does, so the model's window may differ.
   assert result['evaluator']['auc'] == pytest.approx(result['scores']['auc_roc'], abs=1e-3)
-  assert result['evaluator']['pushed_version'] == versions[0]
+  assert result['evaluator']['pushed_version'] == '2'
   assert result['command'] == 'retina-tfx ' + ' '.join(args)
   rows = [line for line in table.read_text().splitlines() if line.startswith('| 20')]
   assert len(rows) == 1 and f"{result['scores']['auc_roc']:.4f}" in rows[0]
   assert table.read_text().count(benchmark.BENCHMARK_TABLE_HEADER) == 1
-  assert 'auc_roc' in capsys.readouterr().out
+  assert 'auc_roc' in printed
 
 
 def test_benchmark_gate_replays_the_recorded_evaluation(demo_run, tiny_drive, tmp_path, capsys):
-  [decision] = status.decisions(metadata.open_store(str(demo_run)), configs.PIPELINE_NAME)
+  [decision] = history.decisions(history.open_store(str(demo_run)))
   out = tmp_path / 'gate'
-  assert cli.main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output', str(out)]) == 0
+  assert main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output', str(out)]) == 0
   result = json.loads((out / 'gate_benchmark.json').read_text())
   # Same models, examples and EvalConfig: the same numbers and verdict, in a measured process.
   assert result['metrics'] == pytest.approx(decision.metrics, abs=1e-9)
@@ -73,8 +97,8 @@ def test_benchmark_gate_replays_the_recorded_evaluation(demo_run, tiny_drive, tm
 
   # Another dataset, of another image size, ingested first: scored on its own FOV pixels.
   out = tmp_path / 'gate-tiny'
-  assert cli.main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output', str(out),
-                   '--data', str(tiny_drive)]) == 0
+  assert main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output', str(out),
+               '--data', str(tiny_drive)]) == 0
   result = json.loads((out / 'gate_benchmark.json').read_text())
   fov_pixels = sum(int((source.decode_file(r.fov, expect_binary=True) > 0).sum())
                    for r in source.list_drive([str(tiny_drive)]) if r.folder == 'test')
@@ -82,14 +106,14 @@ def test_benchmark_gate_replays_the_recorded_evaluation(demo_run, tiny_drive, tm
   capsys.readouterr()
 
   (tmp_path / 'not-drive').mkdir()
-  assert cli.main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output',
-                   str(tmp_path / 'gate-bad'), '--data', str(tmp_path / 'not-drive')]) == 1
+  assert main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output',
+               str(tmp_path / 'gate-bad'), '--data', str(tmp_path / 'not-drive')]) == 1
   error = capsys.readouterr().err
   assert error.startswith('retina-tfx: error: ') and 'not-drive' in error and 'Traceback' not in error
 
 
 def test_benchmark_gate_without_a_pipeline_run_is_a_clear_error(tmp_path, capsys):
   (tmp_path / 'root').mkdir()
-  assert cli.main(['benchmark-gate', '--pipeline-root', str(tmp_path / 'root'), '--output',
-                   str(tmp_path / 'out')]) == 1
+  assert main(['benchmark-gate', '--pipeline-root', str(tmp_path / 'root'), '--output',
+               str(tmp_path / 'out')]) == 1
   assert 'no pipeline runs recorded here' in capsys.readouterr().err

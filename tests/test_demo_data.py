@@ -1,4 +1,4 @@
-"""Tests for pipeline.demo_data: layout, formats, determinism and realism of the synthetic DRIVE."""
+"""Tests for synthetic_drive (make-demo-data): layout, formats, determinism and realism of the synthetic DRIVE."""
 import os
 
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from pipeline import cli, demo_data
+from cli.main import main
+from synthetic_drive import dataset as synthetic
 
 # Half DRIVE's size keeps the suite fast; the generator scales its geometry to the image.
 HEIGHT, WIDTH = 292, 282
@@ -14,7 +15,7 @@ N_TRAIN, N_TEST = 3, 2
 
 
 def _generate(out_dir, seed=0, **kwargs):
-  return demo_data.generate(str(out_dir), seed=seed, n_train=kwargs.pop('n_train', N_TRAIN),
+  return synthetic.generate(str(out_dir), seed=seed, n_train=kwargs.pop('n_train', N_TRAIN),
                             n_test=kwargs.pop('n_test', N_TEST), height=HEIGHT, width=WIDTH, **kwargs)
 
 
@@ -177,7 +178,7 @@ def test_a_failure_leaves_no_partial_dataset(tmp_path):
 ])
 def test_bad_sizes_and_counts_are_one_line_errors_writing_nothing(args, message, tmp_path, capsys):
   out = tmp_path / 'demo'
-  assert cli.main(['make-demo-data', str(out), *args]) == 1
+  assert main(['make-demo-data', str(out), *args]) == 1
   error = capsys.readouterr().err
   assert error.startswith('retina-tfx: error: ') and message in error and 'Traceback' not in error
   assert not out.exists() and os.listdir(tmp_path) == []

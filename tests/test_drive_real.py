@@ -7,11 +7,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 from tfx.types import standard_artifacts
+from tfx.utils import path_utils
 
 from components.drive_example_gen import executor
 from conftest import REAL_DRIVE, sklearn_metrics
 from models import constants, serving, vessel_metrics
-from pipeline import cli, configs, metadata, status
+from cli import history
+from cli.main import main
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(REAL_DRIVE), reason='real DRIVE not present')
 
@@ -74,18 +76,18 @@ def test_gate_metrics_on_real_drive_equal_sklearn(demo_run, tmp_path):
   """The release gate's metrics, computed by TFX's Evaluator on the 20 real test images with a
   trained (smoke) model's maps, against scikit-learn on the same maps, overall and per image."""
   out = tmp_path / 'gate'
-  assert cli.main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output', str(out),
-                   '--data', REAL_DRIVE]) == 0
-  overall, _, per_image_auc = status.metric_values(str(out / 'evaluator' / 'evaluation'))
-  [decision] = status.decisions(metadata.open_store(str(demo_run)), configs.PIPELINE_NAME)
-  model = tf.saved_model.load(os.path.join(decision.model_uri, 'Format-Serving'))
+  assert main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output', str(out),
+               '--data', REAL_DRIVE]) == 0
+  overall, _, per_image_auc = history.metric_values(str(out / 'evaluator' / 'evaluation'))
+  [decision] = history.decisions(history.open_store(str(demo_run)))
+  model = tf.saved_model.load(path_utils.serving_model_path(decision.model_uri))
   labels, scores, fov = [], [], []
   for example in _examples(os.path.join(out, 'examples', f'Split-{constants.TEST_SPLIT}')):
     serialized = tf.constant([example.SerializeToString()])
-    transformed = model.signatures['transform_features'](examples=serialized)
+    transformed = model.signatures[serving.TRANSFORM_FEATURES](examples=serialized)
     labels.append(transformed[constants.LABEL_KEY].numpy()[0])
     fov.append(transformed[constants.FOV_KEY].numpy()[0])
-    scores.append(model.signatures['predict_examples'](
+    scores.append(model.signatures[serving.PREDICT_EXAMPLES](
         examples=serialized)[serving.PROBABILITIES_KEY].numpy()[0])
     image_id = example.features.feature[constants.IMAGE_ID_KEY].bytes_list.value[0].decode()
     assert per_image_auc[image_id] == pytest.approx(

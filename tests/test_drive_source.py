@@ -1,5 +1,6 @@
 """DRIVE listing, pairing, splitting and decoding: strict about every way the input can be wrong."""
 import io
+import os
 import shutil
 
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 from components.drive_example_gen import source
 from models import constants
 import bad_inputs
-from conftest import zip_folder
+from conftest import tree_digest, zip_folder
 
 
 def _decoded(example, key):
@@ -83,11 +84,14 @@ def test_hold_out_is_deterministic_configurable_and_order_independent(tiny_drive
 @pytest.mark.parametrize('case', sorted(bad_inputs.CASES))
 def test_bad_input_raises_one_error_naming_the_file(case, tiny_drive, tmp_path):
   data, culprit, problem = bad_inputs.CASES[case](tiny_drive, tmp_path)
+  before = tree_digest(data) if os.path.exists(data) else None
   with pytest.raises(source.DriveInputError) as error:
     for record in source.list_drive([str(data)]):
       source.to_example(record)
   assert str(culprit) in str(error.value)
   assert problem in str(error.value)
+  if before is not None:
+    assert tree_digest(data) == before  # the user's data is only read
 
 
 def test_image_in_the_wrong_folder_is_refused(drive_copy):

@@ -4,7 +4,8 @@ import pytest
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipeline import cli, configs
+from cli.main import main
+from pipeline import configs
 from pipeline.pipeline import create_pipeline
 
 IMAGE = 'europe-docker.pkg.dev/example/retina/retina-tfx:1.0'
@@ -14,8 +15,8 @@ DATA = 'gs://example-bucket/DRIVE'
 
 def _compile(tmp_path, *extra):
   path = tmp_path / 'pipeline.json'
-  code = cli.main(['compile-kfp', '--image', IMAGE, '--pipeline-root', ROOT, '--data', DATA,
-                   '-o', str(path), *extra])
+  code = main(['compile-kfp', '--image', IMAGE, '--pipeline-root', ROOT, '--data', DATA,
+               '-o', str(path), *extra])
   return code, path
 
 

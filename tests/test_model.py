@@ -1,4 +1,6 @@
 """Model builders, strategy choice, augmentation and the loss/metric plumbing of the Trainer."""
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -117,9 +119,11 @@ def test_loss_and_auc_ignore_pixels_outside_the_fov():
   assert float(auc.result()) == pytest.approx(1.0)
 
 
-def test_training_config_round_trips_through_custom_config():
+def test_trainer_settings_round_trip_through_custom_config():
   config = settings.TrainingConfig(epochs=3, model=settings.ModelConfig(architecture='sine_net'))
-  assert settings.TrainingConfig.from_custom_config(config.to_custom_config()) == config
+  export = settings.ExportConfig(flip_average=False)
+  custom_config = json.loads(json.dumps(settings.trainer_custom_config(config, export)))
+  assert settings.from_trainer_custom_config(custom_config) == (config, export)
 
 
 def test_learning_rate_decays_over_the_steps_it_is_refit_to():

@@ -10,15 +10,19 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tfx.utils import path_utils
+
 from conftest import copy_run, sklearn_metrics
 from models import constants, serving
-from pipeline import cli, configs, local_runner, metadata, status, visualize
+from cli import history, status, visualize
+from cli.main import main
+from pipeline import configs, local_runner
 
 SMOKE = configs.PROFILES['smoke']
 
 
 def _decisions(root):
-  return status.decisions(metadata.open_store(str(root)), configs.PIPELINE_NAME)
+  return history.decisions(history.open_store(str(root)))
 
 
 def _versions(serving_dir):
@@ -49,12 +53,12 @@ def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo
   assert second.pushed_version is None
   assert _versions(root.parent / configs.SERVING_DIR) == ['1']
 
-  assert cli.main(['status', '--pipeline-root', str(root)]) == 0
+  assert main(['status', '--pipeline-root', str(root)]) == 0
   table = capsys.readouterr().out
   assert re.search(rf'\s{first.model_id}\s+-\s.*BLESSED\s+{first.pushed_version}', table), table
   assert re.search(rf'\s{second.model_id}\s+{first.model_id}\s.*REJECTED\s+-', table), table
   assert f'why: {second.reasons[0]}' in table
-  assert cli.main(['status', '--pipeline-root', str(root), '--json']) == 0
+  assert main(['status', '--pipeline-root', str(root), '--json']) == 0
   listed = json.loads(capsys.readouterr().out)
   assert [(d['model_id'], d['blessed'], d['pushed_version']) for d in listed] == [
       (first.model_id, True, first.pushed_version), (second.model_id, False, None)]
@@ -62,13 +66,13 @@ def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo
 
 def test_gate_metrics_equal_sklearn_on_the_fov_pixels(demo_run):
   [decision] = _decisions(demo_run)
-  model = tf.saved_model.load(os.path.join(decision.model_uri, 'Format-Serving'))
+  model = tf.saved_model.load(path_utils.serving_model_path(decision.model_uri))
   pattern = os.path.join(decision.examples_uri, f'Split-{constants.TEST_SPLIT}', '*')
   examples = tf.constant([r.numpy() for r in tf.data.TFRecordDataset(
       tf.io.gfile.glob(pattern), compression_type='GZIP')])
   # The very signatures TFMA calls: predictions, and the transformed label and FOV maps.
-  scores = model.signatures['predict_examples'](examples=examples)[serving.PROBABILITIES_KEY].numpy()
-  transformed = model.signatures['transform_features'](examples=examples)
+  scores = model.signatures[serving.PREDICT_EXAMPLES](examples=examples)[serving.PROBABILITIES_KEY].numpy()
+  transformed = model.signatures[serving.TRANSFORM_FEATURES](examples=examples)
   labels, fov = (transformed[key].numpy() for key in (constants.LABEL_KEY, constants.FOV_KEY))
   assert decision.metrics == pytest.approx(sklearn_metrics(labels, scores, fov), abs=1e-4)
   image_ids = [tf.train.Example.FromString(e).features.feature[constants.IMAGE_ID_KEY]
@@ -81,11 +85,11 @@ def test_gate_metrics_equal_sklearn_on_the_fov_pixels(demo_run):
 def test_report_shows_the_pictures_and_the_numbers_status_shows(demo_run, tmp_path, capsys):
   assert (demo_run / configs.REPORT_DIR / 'index.html').exists()  # `run` wrote one
   out = tmp_path / 'report'
-  assert cli.main(['report', '--pipeline-root', str(demo_run), '-o', str(out)]) == 0
+  assert main(['report', '--pipeline-root', str(demo_run), '-o', str(out)]) == 0
   page = (out / 'index.html').read_text()
   images = sorted(set(re.findall(r'<img src="([^"]+)"', page)))
   [decision] = _decisions(demo_run)
-  assert len(images) == 3 + len(decision.per_image_auc)  # ROC, PR, preprocessing + overlays
+  assert len(images) == 2 + len(decision.per_image_auc)  # curves, preprocessing + overlays
   for name in images:
     with Image.open(out / name) as image:
       assert image.format == 'PNG' and image.size[0] > 100
@@ -99,6 +103,6 @@ def test_report_shows_the_pictures_and_the_numbers_status_shows(demo_run, tmp_pa
   colours = {tuple(int(c) for c in pixel) for pixel in overlay.reshape(-1, 3)}
   assert {visualize.TP_RGB, visualize.FP_RGB, visualize.FN_RGB} <= colours
 
-  assert cli.main(['report', '--pipeline-root', str(demo_run), '--run', 'nope', '-o',
-                   str(tmp_path / 'x')]) == 1
+  assert main(['report', '--pipeline-root', str(demo_run), '--run', 'nope', '-o',
+               str(tmp_path / 'x')]) == 1
   assert "no evaluation in run 'nope'" in capsys.readouterr().err

@@ -9,17 +9,20 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tfx.utils import path_utils
+
 from conftest import PIPELINE_ARGS
 from models import constants, serving
 from models.settings import model_stride
-from pipeline import cli, configs, metadata, predict
+from cli import history, predict
+from cli.main import main
+from pipeline import configs
 
 
 @pytest.fixture(scope='module')
 def saved_model(demo_run):
-  runs = {r.node_id: r for r in metadata.latest_node_runs(metadata.open_store(str(demo_run)),
-                                                           configs.PIPELINE_NAME)}
-  return os.path.join(runs['Trainer'].outputs['model'][0], 'Format-Serving')
+  runs = {r.node_id: r for r in history.latest_node_runs(history.open_store(str(demo_run)))}
+  return path_utils.serving_model_path(runs[configs.TRAINER].outputs['model'][0])
 
 
 @pytest.fixture(scope='module')
@@ -44,7 +47,7 @@ def test_any_size_image_gives_a_same_size_map(signatures, demo_drive, fmt, crop)
   rgb = _fundus(demo_drive)
   if crop:
     rgb = np.ascontiguousarray(rgb[200:200 + crop[0], 150:150 + crop[1]])
-  outputs = signatures[1]['serving_default'](images=tf.constant([_encode(rgb, fmt)]))
+  outputs = signatures[1][serving.SERVE](images=tf.constant([_encode(rgb, fmt)]))
   probabilities = outputs[serving.PROBABILITIES_KEY].numpy()
   assert probabilities.shape == (1, *rgb.shape[:2])
   assert 0 <= probabilities.min() and probabilities.max() <= 1
@@ -54,10 +57,10 @@ def test_any_size_image_gives_a_same_size_map(signatures, demo_drive, fmt, crop)
 def test_a_given_fov_is_used_and_a_missing_one_is_computed(signatures, demo_drive):
   rgb = _fundus(demo_drive)
   mask = np.asarray(Image.open(demo_drive / 'test/mask/01_test_mask.gif').convert('L'))
-  given = signatures[1]['serving_with_fov'](images=tf.constant([_encode(rgb, 'PNG')]),
+  given = signatures[1][serving.SERVE_WITH_FOV](images=tf.constant([_encode(rgb, 'PNG')]),
                                             fovs=tf.constant([_encode(mask, 'PNG')]))
   np.testing.assert_array_equal(given[constants.FOV_KEY][0].numpy(), mask / 255)
-  computed = signatures[1]['serving_default'](images=tf.constant([_encode(rgb, 'PNG')]))
+  computed = signatures[1][serving.SERVE](images=tf.constant([_encode(rgb, 'PNG')]))
   agreement = (computed[constants.FOV_KEY][0].numpy() == mask / 255).mean()
   assert agreement > 0.98
 
@@ -87,7 +90,7 @@ def test_the_model_runs_on_the_fov_window_and_scores_the_fov_as_on_the_whole_ima
                                                                                 demo_drive):
   rgb = _encode(_fundus(demo_drive), 'PNG')
   mask = np.asarray(Image.open(demo_drive / 'test/mask/01_test_mask.gif').convert('L'))
-  serve_with_fov = signatures[1]['serving_with_fov']
+  serve_with_fov = signatures[1][serving.SERVE_WITH_FOV]
   windowed = serve_with_fov(images=tf.constant([rgb]), fovs=tf.constant([_encode(mask, 'PNG')]))
   whole = serve_with_fov(images=tf.constant([rgb]),
                          fovs=tf.constant([_encode(np.full_like(mask, 255), 'PNG')]))
@@ -116,12 +119,11 @@ def test_fov_window_is_the_grid_aligned_bounding_box_of_the_fov(fov, align, box)
 
 def test_garbage_bytes_are_a_clear_error(signatures):
   with pytest.raises(tf.errors.InvalidArgumentError, match='Unknown image file format'):
-    signatures[1]['serving_default'](images=tf.constant([b'definitely not an image']))
+    signatures[1][serving.SERVE](images=tf.constant([b'definitely not an image']))
 
 
 def test_tfma_and_transform_signatures_take_serialized_examples(signatures, demo_run):
-  runs = {r.node_id: r for r in metadata.latest_node_runs(metadata.open_store(str(demo_run)),
-                                                           configs.PIPELINE_NAME)}
+  runs = {r.node_id: r for r in history.latest_node_runs(history.open_store(str(demo_run)))}
   split = os.path.join(runs['DriveExampleGen'].outputs['examples'][0], 'Split-test')
   files = [os.path.join(split, f) for f in os.listdir(split)]
   examples = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
@@ -149,8 +151,8 @@ def test_predict_cli_writes_maps_and_overlays_for_tiff_and_png(saved_model, demo
   Image.fromarray(_fundus(demo_drive, 'test/images/02_test.tif')[:300, :280]).save(inputs / 'crop.png')
   (inputs / 'broken.png').write_bytes(b'not a png')
   out = tmp_path / 'out'
-  code = cli.main(['predict', '--model', str(serving_base), '--input', str(inputs), '--output',
-                   str(out), '--overlay'])
+  code = main(['predict', '--model', str(serving_base), '--input', str(inputs), '--output',
+               str(out), '--overlay'])
   captured = capsys.readouterr()
   assert code == 1  # one input failed ...
   assert f'{inputs / "broken.png"}: cannot be read as an image' in captured.err
@@ -175,7 +177,7 @@ def test_predict_map_equals_the_signature_output(saved_model, demo_drive, tmp_pa
 
 
 def test_not_a_model_is_a_clear_error(tmp_path, capsys):
-  code = cli.main(['predict', '--model', str(tmp_path), '--input', str(tmp_path), '--output',
-                   str(tmp_path / 'out')])
+  code = main(['predict', '--model', str(tmp_path), '--input', str(tmp_path), '--output',
+               str(tmp_path / 'out')])
   assert code == 1
   assert 'neither a SavedModel nor a serving folder' in capsys.readouterr().err

@@ -19,17 +19,29 @@ def _write_patches(path, count, size):
       writer.write(patches.encode(b'21', i, 0, image, label, np.ones((size, size))))
 
 
-def test_batches_carry_image_and_label_with_fov(tmp_path):
-  _write_patches(tmp_path / 'p.gz', 10, 8)
-  config = settings.TrainingConfig(patch_size=8, batch_size=4)
+@pytest.mark.parametrize('size', [8, 12])
+def test_batches_carry_image_and_label_with_fov_at_the_patches_own_size(size, tmp_path):
+  _write_patches(tmp_path / 'p.gz', 10, size)
+  config = settings.TrainingConfig(batch_size=4)
   for is_training in (True, False):
     image, y_true = next(iter(training.make_dataset([str(tmp_path / '*.gz')], config, is_training)))
-    assert image.shape == (4, 8, 8, 1) and y_true.shape == (4, 8, 8, 2)
+    assert image.shape == (4, size, size, 1) and y_true.shape == (4, size, size, 2)
     np.testing.assert_array_equal(y_true[..., 1], 1.0)
     # Augmentation keeps vessels the bright pixels (see test_model); validation is untouched.
     np.testing.assert_array_equal(image.numpy()[..., 0] > 0.5, y_true.numpy()[..., 0] > 0.5)
     if not is_training:
       np.testing.assert_allclose(np.unique(image.numpy()), [51 / 255, 204 / 255], atol=1e-6)
+
+
+def test_empty_or_non_square_patch_files_are_a_clear_error(tmp_path):
+  empty = tmp_path / 'empty.gz'
+  _write_patches(empty, 0, 8)
+  with pytest.raises(ValueError, match='no patches in'):
+    patches.patch_size([str(empty)])
+  with tf.io.TFRecordWriter(str(tmp_path / 'odd.gz'), options='GZIP') as writer:
+    writer.write(patches.encode(b'21', 0, 0, np.zeros((4, 6)), np.zeros((4, 6)), np.ones((4, 6))))
+  with pytest.raises(ValueError, match='a patch of 24 pixels in .* is not square'):
+    patches.patch_size([str(empty), str(tmp_path / 'odd.gz')])
 
 
 def test_missing_patch_files_are_a_clear_error(tmp_path):
@@ -38,7 +50,7 @@ def test_missing_patch_files_are_a_clear_error(tmp_path):
 
 
 # A model small enough to train in seconds on 8x8 patches whose vessels are the bright pixels.
-_TINY = dict(patch_size=8, batch_size=4, epochs=3, steps_per_epoch=5, validation_steps=3,
+_TINY = dict(batch_size=4, epochs=3, steps_per_epoch=5, validation_steps=3,
              model=settings.ModelConfig(base_filters=4, depth=1))
 
 

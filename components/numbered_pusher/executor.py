@@ -15,13 +15,17 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 
+def versions(base_directory: str) -> List[int]:
+  """The numeric version folders in base_directory, in TF Serving's layout, lowest first."""
+  if not fileio.isdir(base_directory):
+    return []
+  return sorted(int(name.rstrip('/')) for name in fileio.listdir(base_directory)
+                if name.rstrip('/').isdigit())
+
+
 def next_version(base_directory: str) -> int:
-  """One past the highest numeric version folder in base_directory (1 when there is none)."""
-  if not fileio.exists(base_directory):
-    return 1
-  versions = [int(name.rstrip('/')) for name in fileio.listdir(base_directory)
-              if name.rstrip('/').isdigit()]
-  return max(versions, default=0) + 1
+  """One past the highest version in base_directory (1 when there is none)."""
+  return max(versions(base_directory), default=0) + 1
 
 
 class Executor(pusher_executor.Executor):

@@ -1,5 +1,5 @@
 """Pictures people look at instead of reading numbers: the preprocessing strip of one image, ROC and
-PR curves, and prediction-vs-ground-truth overlays."""
+PR curves, and overlays of predictions on the image."""
 from typing import Optional, Sequence, Tuple
 
 import cv2
@@ -9,6 +9,7 @@ _TITLE_HEIGHT = 28
 # Error overlay colours (RGB): hits, false alarms and misses must read apart at a glance.
 TP_RGB, FP_RGB, FN_RGB = (255, 255, 255), (255, 40, 200), (0, 200, 255)
 TP_HEX, FP_HEX, FN_HEX = ('%02x%02x%02x' % colour for colour in (TP_RGB, FP_RGB, FN_RGB))
+VESSEL_TINT_RGB = np.array([0, 255, 64], np.float32)  # probability overlays of `predict`
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -89,36 +90,35 @@ def error_overlay(rgb: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> 
   return out
 
 
-def curve_plot(x: np.ndarray, y: np.ndarray, title: str, x_label: str, y_label: str,
-               size: int = 420) -> np.ndarray:
-  """A curve on the unit square with a grid every 0.2, its title and axis labels."""
-  margin_left, margin_bottom, margin_top, margin_right = 62, 52, 36, 16
-  plot = size - margin_left - margin_right
-  image = np.full((margin_top + plot + margin_bottom, size, 3), 255, np.uint8)
-  to_pixel = lambda u, v: (int(round(margin_left + u * plot)), int(round(margin_top + (1 - v) * plot)))
-  font = cv2.FONT_HERSHEY_SIMPLEX
-  for tick in np.linspace(0, 1, 6):
-    cv2.line(image, to_pixel(tick, 0), to_pixel(tick, 1), (225, 225, 225), 1)
-    cv2.line(image, to_pixel(0, tick), to_pixel(1, tick), (225, 225, 225), 1)
-    x_tick, y_tick = to_pixel(tick, 0), to_pixel(0, tick)
-    cv2.putText(image, f'{tick:.1f}', (x_tick[0] - 10, x_tick[1] + 18), font, 0.4, (0, 0, 0), 1,
-                cv2.LINE_AA)
-    cv2.putText(image, f'{tick:.1f}', (y_tick[0] - 30, y_tick[1] + 4), font, 0.4, (0, 0, 0), 1,
-                cv2.LINE_AA)
-  cv2.rectangle(image, to_pixel(0, 1), to_pixel(1, 0), (0, 0, 0), 1)
-  order = np.argsort(x, kind='stable')
-  points = np.array([to_pixel(u, v) for u, v in zip(np.clip(x[order], 0, 1), np.clip(y[order], 0, 1))],
-                    np.int32)
-  cv2.polylines(image, [points], False, (200, 40, 40), 2, cv2.LINE_AA)
-  cv2.putText(image, title, (margin_left, 24), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-  cv2.putText(image, x_label, (margin_left + plot // 2 - 60, image.shape[0] - 10), font, 0.45,
-              (0, 0, 0), 1, cv2.LINE_AA)
-  label = np.full((24, plot, 3), 255, np.uint8)
-  cv2.putText(label, y_label, (plot // 2 - 80, 17), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-  image[margin_top:margin_top + plot, 4:28] = np.rot90(label)
-  return image
+def probability_overlay(rgb: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+  """Tints the image towards VESSEL_TINT_RGB in proportion to the vessel probability."""
+  alpha = probabilities[..., None].astype(np.float32) * 0.7
+  return np.round(rgb * (1 - alpha) + VESSEL_TINT_RGB * alpha).astype(np.uint8)
 
 
-def write_png(path: str, rgb: np.ndarray) -> None:
-  if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+def write_curves(path: str, false_positive_rate: np.ndarray, recall: np.ndarray,
+                 precision: np.ndarray, auc: float, auc_pr: float) -> None:
+  """ROC and precision-recall curves side by side, as a PNG (matplotlib, no display needed)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  figure = Figure(figsize=(9, 4.2), dpi=100, layout='constrained')
+  FigureCanvasAgg(figure)
+  roc, pr = figure.subplots(1, 2)
+  order = np.argsort(false_positive_rate, kind='stable')
+  roc.plot(false_positive_rate[order], recall[order], color='tab:red')
+  roc.plot([0, 1], [0, 1], color='0.7', linestyle='--', linewidth=0.8)   # chance
+  roc.set(title=f'ROC, FOV pixels: AUC {auc:.4f}', xlabel='false positive rate',
+          ylabel='true positive rate (Se)')
+  order = np.argsort(recall, kind='stable')
+  pr.plot(recall[order], precision[order], color='tab:blue')
+  pr.set(title=f'Precision-recall: AUC {auc_pr:.4f}', xlabel='recall (Se)', ylabel='precision')
+  for axes in (roc, pr):
+    axes.set(xlim=(0, 1), ylim=(0, 1.01), aspect='equal')
+    axes.grid(alpha=0.3)
+  figure.savefig(path, format='png')
+
+
+def write_png(path: str, pixels: np.ndarray) -> None:
+  """Writes an RGB [H, W, 3] or gray [H, W] uint8 image."""
+  if not cv2.imwrite(path, pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)):
     raise OSError(f'could not write {path}')

@@ -16,27 +16,25 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.components.evaluator import executor as evaluator_executor
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs as specs
 
+from cli import console, history
 from components.drive_example_gen import executor as example_gen_executor
-from models import constants
-from pipeline import configs, metadata, status
+from models import constants, vessel_metrics
+from pipeline import configs
 
 
-class GateBenchmarkError(ValueError):
+class GateBenchmarkError(console.CommandError):
   pass
 
 
 def recorded_evaluation(pipeline_root: str) -> Dict:
   """The inputs (URIs by key) and execution properties of the latest completed Evaluator run."""
-  if not os.path.exists(configs.metadata_path(pipeline_root)):
-    raise GateBenchmarkError(f'{pipeline_root}: no pipeline runs recorded here')
-  store = metadata.open_store(pipeline_root)
-  executions = [e for e in status.node_executions(store, configs.PIPELINE_NAME,
-                                                   status.EVALUATOR_NODE)
+  store = history.open_store(pipeline_root)
+  executions = [e for e in history.node_executions(store, configs.EVALUATOR)
                 if e.last_known_state == metadata_store_pb2.Execution.COMPLETE]
   if not executions:
     raise GateBenchmarkError(f'{pipeline_root}: no completed Evaluator run recorded')
   execution = executions[-1]
-  inputs = status.artifacts_by_key(store, execution.id, metadata_store_pb2.Event.INPUT)
+  inputs = history.artifacts_by_key(store, execution.id, metadata_store_pb2.Event.INPUT)
   return {
       'inputs': {key: artifact.uri for key, artifact in inputs.items()},
       'eval_config': execution.custom_properties[specs.EVAL_CONFIG_KEY].string_value,
@@ -96,5 +94,29 @@ def replay(recorded: Dict, output_dir: str) -> Dict:
       'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
       'baseline': specs.BASELINE_MODEL_KEY in recorded['inputs'],
       'blessed': blessed,
-      'metrics': status.metric_values(os.path.join(output_dir, 'evaluation'))[0],
+      'metrics': history.metric_values(os.path.join(output_dir, 'evaluation'))[0],
   }
+
+
+def command(args) -> int:
+  recorded = recorded_evaluation(args.pipeline_root)
+  if args.data:
+    examples_uri = os.path.join(os.path.abspath(args.output), 'examples')
+    print(f'retina-tfx: ingesting {", ".join(args.data)} into {examples_uri}', flush=True)
+    try:
+      ingest(args.data, examples_uri)
+    except Exception as error:  # pylint: disable=broad-except
+      raise GateBenchmarkError(console.user_message(error)) from error
+    recorded['inputs']['examples'] = examples_uri
+  print(f'retina-tfx: replaying the Evaluator on {recorded["inputs"]["examples"]}', flush=True)
+  result = replay(recorded, os.path.join(args.output, 'evaluator'))
+  result['command'] = 'retina-tfx ' + ' '.join(args.argv)
+  path = os.path.join(args.output, 'gate_benchmark.json')
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=2)
+  models = 'candidate + baseline' if result['baseline'] else 'candidate only'
+  auc = result['metrics'].get(vessel_metrics.AUC, float('nan'))
+  print(f'  Evaluator ({models}): {result["evaluator_seconds"]:.1f} s wall, peak RSS '
+        f'{result["peak_rss_mb"]:.0f} MB, AUC {auc:.4f}, '
+        f'{"BLESSED" if result["blessed"] else "REJECTED"}\n  result: {path}')
+  return 0

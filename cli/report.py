@@ -12,19 +12,19 @@ from typing import Dict, List, Tuple
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
-from ml_metadata.proto import metadata_store_pb2
+from tfx.utils import path_utils
 
-from models import constants, serving, settings, vessel_metrics
-from pipeline import configs, metadata, status, visualize
+from cli import console, history, predict, status, visualize
+from models import constants, settings, vessel_metrics
 
 INDEX_FILE = 'index.html'
 
 
-class ReportError(ValueError):
+class ReportError(console.CommandError):
   pass
 
 
-def _pick(rows: List[status.Decision], run: str) -> status.Decision:
+def _pick(rows: List[history.Decision], run: str) -> history.Decision:
   if not rows:
     raise ReportError('no evaluations recorded yet: run the pipeline first')
   if run == 'latest':
@@ -35,21 +35,13 @@ def _pick(rows: List[status.Decision], run: str) -> status.Decision:
   return matching[-1]
 
 
-def _producer(store, artifact_id: int):
-  """The execution that wrote an artifact, and that execution's input artifacts by key."""
-  output = next(e for e in store.get_events_by_artifact_ids([artifact_id])
-                if e.type == metadata_store_pb2.Event.OUTPUT)
-  execution = store.get_executions_by_id([output.execution_id])[0]
-  return execution, status.artifacts_by_key(store, execution.id, metadata_store_pb2.Event.INPUT)
-
-
 def _curves(evaluation_uri: str) -> Dict[str, np.ndarray]:
   """FPR, TPR (recall) and precision over TFMA's thresholds for the evaluated model, overall."""
   for plots in tfma.load_plots(evaluation_uri):
     if plots.slice_key.single_slice_keys:
       continue
     for entry in plots.plot_keys_and_values:
-      if entry.key.name == vessel_metrics.CURVES and entry.key.model_name in status.CANDIDATE:
+      if entry.key.name == vessel_metrics.CURVES and entry.key.model_name in history.CANDIDATE:
         matrices = entry.value.confusion_matrix_at_thresholds.matrices
         return {name: np.array([getattr(m, name) for m in matrices])
                 for name in ('false_positive_rate', 'recall', 'precision')}
@@ -71,13 +63,11 @@ def _decode(png: bytes, channels: int) -> np.ndarray:
 
 def _overlays(model_uri: str, examples_uri: str, out_dir: str) -> List[Tuple[str, str]]:
   """Prediction vs ground truth for every test image: (image id, PNG file name)."""
-  model = tf.saved_model.load(os.path.join(model_uri, 'Format-Serving'))
-  serve = model.signatures['serving_with_fov']
+  model = predict.VesselModel(path_utils.serving_model_path(model_uri))
   written = []
   for example in _test_examples(examples_uri):
-    outputs = serve(images=tf.constant([example[constants.IMAGE_KEY]]),
-                    fovs=tf.constant([example[constants.FOV_KEY]]))
-    vessels = outputs[serving.PROBABILITIES_KEY][0].numpy() >= vessel_metrics.DECISION_THRESHOLD
+    probabilities, _ = model.predict(example[constants.IMAGE_KEY], example[constants.FOV_KEY])
+    vessels = probabilities >= vessel_metrics.DECISION_THRESHOLD
     rgb = _decode(example[constants.IMAGE_KEY], 3)
     label = _decode(example[constants.LABEL_KEY], 1)[..., 0] > 127
     fov = _decode(example[constants.FOV_KEY], 1)[..., 0] > 127
@@ -91,8 +81,8 @@ def _overlays(model_uri: str, examples_uri: str, out_dir: str) -> List[Tuple[str
 
 def _preprocessing_strip(store, model_id: int, examples_uri: str, out_dir: str) -> str:
   """The first test image through the run's own preprocessing (settings and dataset statistics)."""
-  transform_graph = _producer(store, model_id)[1]['transform_graph']
-  transform = _producer(store, transform_graph.id)[0]
+  transform_graph = history.producer(store, model_id)[1]['transform_graph']
+  transform = history.producer(store, transform_graph.id)[0]
   custom_config = json.loads(transform.custom_properties['custom_config'].string_value or '{}')
   config = settings.PreprocessingConfig.from_custom_config(custom_config)
   example = next(_test_examples(examples_uri))
@@ -105,22 +95,19 @@ def _preprocessing_strip(store, model_id: int, examples_uri: str, out_dir: str) 
   return name
 
 
-def _metric_table(decision: status.Decision) -> str:
+def _metric_table(decision: history.Decision) -> str:
   cells = ''.join(f'<th>{title}</th>' for _, title in status.METRIC_COLUMNS)
   values = ''.join(f'<td>{decision.metrics[key]:.4f}</td>' if key in decision.metrics else '<td>-</td>'
                    for key, _ in status.METRIC_COLUMNS)
   return f'<table><tr>{cells}</tr><tr>{values}</tr></table>'
 
 
-def _decision_html(decision: status.Decision) -> str:
-  if decision.blessed:
-    verdict = '<span class="ok">BLESSED</span>'
-    verdict += (f': pushed as version {decision.pushed_version} to '
-                f'<code>{html.escape(decision.pushed_to)}</code>' if decision.pushed_version
-                else ' (not pushed)')
-  else:
-    reasons = ''.join(f'<li>{html.escape(r)}</li>' for r in decision.reasons)
-    verdict = f'<span class="bad">REJECTED</span>, not pushed:<ul>{reasons}</ul>'
+def _decision_html(decision: history.Decision) -> str:
+  verdict = html.escape(status.verdict(decision)).replace(
+      'BLESSED', '<span class="ok">BLESSED</span>').replace(
+      'REJECTED', '<span class="bad">REJECTED</span>')
+  if decision.reasons:
+    verdict += ':<ul>' + ''.join(f'<li>{html.escape(r)}</li>' for r in decision.reasons) + '</ul>'
   baseline = (f'compared with blessed model {decision.baseline_model_id}'
               + (f' (AUC change {decision.auc_change:+.4f})' if decision.auc_change is not None else '')
               if decision.baseline_model_id is not None else 'no blessed model before it: '
@@ -130,20 +117,14 @@ def _decision_html(decision: status.Decision) -> str:
 
 def write_report(pipeline_root: str, output_dir: str, run: str = 'latest') -> str:
   """Writes `output_dir`/index.html and its PNGs for one run's evaluation; returns the HTML path."""
-  if not os.path.exists(configs.metadata_path(pipeline_root)):
-    raise ReportError(f'{pipeline_root}: no pipeline runs recorded here')
-  store = metadata.open_store(pipeline_root)
-  decision = _pick(status.decisions(store, configs.PIPELINE_NAME), run)
+  store = history.open_store(pipeline_root)
+  decision = _pick(history.decisions(store), run)
   os.makedirs(output_dir, exist_ok=True)
   curves = _curves(decision.evaluation_uri)
   auc, auc_pr = (decision.metrics.get(name, float('nan'))
                  for name in (vessel_metrics.AUC, vessel_metrics.AUC_PR))
-  visualize.write_png(os.path.join(output_dir, 'roc.png'), visualize.curve_plot(
-      curves['false_positive_rate'], curves['recall'], f'ROC, FOV pixels: AUC {auc:.4f}',
-      'false positive rate', 'true positive rate (Se)'))
-  visualize.write_png(os.path.join(output_dir, 'pr.png'), visualize.curve_plot(
-      curves['recall'], curves['precision'], f'Precision-recall: AUC {auc_pr:.4f}',
-      'recall (Se)', 'precision'))
+  visualize.write_curves(os.path.join(output_dir, 'curves.png'), curves['false_positive_rate'],
+                         curves['recall'], curves['precision'], auc, auc_pr)
   overlays = _overlays(decision.model_uri, decision.examples_uri, output_dir)
   strip = _preprocessing_strip(store, decision.model_id, decision.examples_uri, output_dir)
   per_image = ''.join(f'<tr><td>{html.escape(image_id)}</td><td>{value:.4f}</td></tr>'
@@ -170,7 +151,7 @@ figure {{ display: inline-block; margin: 4px; }} .legend span {{ padding: 0 6px;
 {_metric_table(decision)}
 <p>Acc, Se (recall), Sp and F1 at probability {vessel_metrics.DECISION_THRESHOLD}.
 The gate reads the AUC only.</p>
-<img src="roc.png"> <img src="pr.png">
+<img src="curves.png">
 <h2>AUC per test image (worst first)</h2>
 <table><tr><th>image</th><th>AUC</th></tr>{per_image}</table>
 <h2>Prediction vs ground truth at {vessel_metrics.DECISION_THRESHOLD}</h2>
@@ -187,3 +168,7 @@ The gate reads the AUC only.</p>
     f.write(page)
   return path
 
+
+def command(args) -> int:
+  print(f'report: {write_report(args.pipeline_root, args.output, args.run)}')
+  return 0

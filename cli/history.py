@@ -1,8 +1,10 @@
-"""The release history, read back from ML-Metadata and the Evaluator's output: for every evaluation,
-the run, the model, its FOV-weighted test metrics, the blessing decision with its reasons, and the
-pushed version."""
+"""Run history, read back from ML-Metadata and the Evaluator's output: every component's latest run
+and outputs, and for every evaluation the run, the model, its FOV-weighted test metrics, the blessing
+decision with its reasons, and the pushed version. status, report, benchmark and the run summary
+all read it here."""
 import dataclasses
 import datetime
+import os
 from typing import Dict, List, Optional
 
 import tensorflow_model_analysis as tfma
@@ -10,17 +12,86 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.components.evaluator import constants as evaluator
 
-from models import constants, vessel_metrics
-from pipeline import eval_config
+from cli import console
+from models import constants
+from pipeline import configs, eval_config, local_runner
 
-EVALUATOR_NODE = 'Evaluator'
-PUSHER_NODE = 'Pusher'
-# Columns of the table, by metric name (all per FOV pixel, on the test split).
-METRIC_COLUMNS = ((vessel_metrics.AUC, 'AUC'), (vessel_metrics.AUC_PR, 'AUC-PR'),
-                  (vessel_metrics.ACCURACY, 'Acc'), (vessel_metrics.RECALL, 'Se'),
-                  (vessel_metrics.SPECIFICITY, 'Sp'), (vessel_metrics.F1, 'F1'))
 CANDIDATE = ('', 'candidate')   # TFMA names the evaluated model 'candidate' once a baseline exists
 _BASELINE_ID = evaluator.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY
+_DONE = ('COMPLETE', 'CACHED')
+
+
+class NoHistoryError(console.CommandError):
+  pass
+
+
+def open_store(pipeline_root: str) -> metadata_store.MetadataStore:
+  if not os.path.exists(configs.metadata_path(pipeline_root)):
+    raise NoHistoryError(f'{pipeline_root}: no pipeline runs recorded here '
+                         f'({configs.METADATA_FILE} missing)')
+  return metadata_store.MetadataStore(local_runner.connection_config(pipeline_root))
+
+def node_executions(store, node_id: str) -> List[metadata_store_pb2.Execution]:
+  """Every execution of the pipeline's component `node_id`, oldest first."""
+  context = store.get_context_by_type_and_name('node', f'{configs.PIPELINE_NAME}.{node_id}')
+  if context is None:
+    return []
+  return sorted(store.get_executions_by_context(context.id), key=lambda e: e.id)
+
+
+def _events_and_artifacts(store, execution_id: int, event_type):
+  events = [e for e in store.get_events_by_execution_ids([execution_id]) if e.type == event_type]
+  artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+  return [(e.path.steps[0].key, artifacts[e.artifact_id]) for e in events]
+
+
+def artifacts_by_key(store, execution_id: int, event_type) -> Dict[str, metadata_store_pb2.Artifact]:
+  """An execution's input or output artifacts (one per key, as this pipeline's are)."""
+  return dict(_events_and_artifacts(store, execution_id, event_type))
+
+
+def producer(store, artifact_id: int):
+  """The execution that wrote an artifact, and that execution's input artifacts by key."""
+  output = next(e for e in store.get_events_by_artifact_ids([artifact_id])
+                if e.type == metadata_store_pb2.Event.OUTPUT)
+  execution = store.get_executions_by_id([output.execution_id])[0]
+  return execution, artifacts_by_key(store, execution.id, metadata_store_pb2.Event.INPUT)
+
+
+def _state(execution) -> str:
+  return metadata_store_pb2.Execution.State.Name(execution.last_known_state)
+
+
+@dataclasses.dataclass
+class NodeRun:
+  node_id: str
+  state: str                     # MLMD execution state: COMPLETE, CACHED, FAILED, RUNNING, ...
+  outputs: Dict[str, List[str]]  # output key -> artifact URIs
+
+
+def latest_node_runs(store: metadata_store.MetadataStore) -> List[NodeRun]:
+  """The latest execution of every component of the pipeline, in execution order."""
+  latest = []
+  for context in store.get_contexts_by_type('node'):
+    prefix, _, node_id = context.name.partition('.')
+    if prefix == configs.PIPELINE_NAME and (executions := node_executions(store, node_id)):
+      latest.append((node_id, executions[-1]))
+  runs = []
+  for node_id, execution in sorted(latest, key=lambda item: item[1].id):
+    outputs: Dict[str, List[str]] = {}
+    for key, artifact in _events_and_artifacts(store, execution.id, metadata_store_pb2.Event.OUTPUT):
+      outputs.setdefault(key, []).append(artifact.uri)
+    runs.append(NodeRun(node_id=node_id, state=_state(execution), outputs=outputs))
+  return runs
+
+
+def latest_output(store: metadata_store.MetadataStore, node_id: str, output_key: str
+                  ) -> Optional[str]:
+  """URI of `output_key` of the latest completed (or cached) run of `node_id`, if any."""
+  for run in latest_node_runs(store):
+    if run.node_id == node_id and run.state in _DONE and run.outputs.get(output_key):
+      return run.outputs[output_key][0]
+  return None
 
 
 @dataclasses.dataclass
@@ -41,19 +112,6 @@ class Decision:
   pushed_to: Optional[str]
   evaluation_uri: str
   examples_uri: str                   # the examples it was evaluated on (test split)
-
-
-def artifacts_by_key(store, execution_id: int, event_type) -> Dict[str, metadata_store_pb2.Artifact]:
-  events = [e for e in store.get_events_by_execution_ids([execution_id]) if e.type == event_type]
-  artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
-  return {e.path.steps[0].key: artifacts[e.artifact_id] for e in events}
-
-
-def node_executions(store, pipeline_name: str, node_id: str) -> List[metadata_store_pb2.Execution]:
-  context = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
-  if context is None:
-    return []
-  return sorted(store.get_executions_by_context(context.id), key=lambda e: e.id)
 
 
 def _run_id(store, execution_id: int) -> str:
@@ -105,18 +163,18 @@ def _reasons(evaluation_uri: str) -> List[str]:
   return reasons
 
 
-def decisions(store: metadata_store.MetadataStore, pipeline_name: str) -> List[Decision]:
-  """Every evaluation recorded for `pipeline_name`, oldest first."""
+def decisions(store: metadata_store.MetadataStore) -> List[Decision]:
+  """Every evaluation recorded for the pipeline, oldest first."""
   pushes = {}
-  for execution in node_executions(store, pipeline_name, PUSHER_NODE):
+  for execution in node_executions(store, configs.PUSHER):
     inputs = artifacts_by_key(store, execution.id, metadata_store_pb2.Event.INPUT)
     outputs = artifacts_by_key(store, execution.id, metadata_store_pb2.Event.OUTPUT)
     if 'model_blessing' in inputs and 'pushed_model' in outputs:
       pushes[inputs['model_blessing'].id] = outputs['pushed_model'].custom_properties
   result = []
-  for execution in node_executions(store, pipeline_name, EVALUATOR_NODE):
-    state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
-    if state not in ('COMPLETE', 'CACHED'):
+  for execution in node_executions(store, configs.EVALUATOR):
+    state = _state(execution)
+    if state not in _DONE:
       continue
     inputs = artifacts_by_key(store, execution.id, metadata_store_pb2.Event.INPUT)
     outputs = artifacts_by_key(store, execution.id, metadata_store_pb2.Event.OUTPUT)
@@ -144,26 +202,3 @@ def decisions(store: metadata_store.MetadataStore, pipeline_name: str) -> List[D
         evaluation_uri=evaluation.uri,
         examples_uri=inputs['examples'].uri))
   return result
-
-
-def format_table(rows: List[Decision]) -> str:
-  """A table a person reads in a minute, with the reasons under each rejected model."""
-  if not rows:
-    return 'no evaluations recorded yet: run the pipeline first'
-  header = (f'{"run":<28} {"model":>5} {"vs":>5} '
-            + ' '.join(f'{title:>7}' for _, title in METRIC_COLUMNS)
-            + f' {"ΔAUC":>8}  {"decision":<11} pushed version')
-  lines = [header, '-' * len(header)]
-  for row in rows:
-    values = ' '.join(f'{row.metrics[key]:>7.4f}' if key in row.metrics else f'{"-":>7}'
-                      for key, _ in METRIC_COLUMNS)
-    change = f'{row.auc_change:+8.4f}' if row.auc_change is not None else f'{"-":>8}'
-    baseline = str(row.baseline_model_id) if row.baseline_model_id is not None else '-'
-    decision = 'BLESSED' if row.blessed else 'REJECTED'
-    cached = ' (cached)' if row.state == 'CACHED' else ''
-    lines.append(f'{row.run_id:<28} {row.model_id:>5} {baseline:>5} {values} {change}  '
-                 f'{decision:<11} {row.pushed_version or "-"}{cached}')
-    lines += [f'    why: {reason}' for reason in row.reasons]
-  lines.append('metrics: per pixel inside the FOV on the test split (TFMA); '
-               '"vs": the blessed model it was compared with')
-  return '\n'.join(lines)

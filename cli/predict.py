@@ -1,5 +1,5 @@
-"""Vessel maps for image files from an exported model (a SavedModel or a pushed serving directory)."""
-import io
+"""`retina-tfx predict`: vessel maps for image files from an exported model (a SavedModel or a
+pushed serving folder)."""
 import os
 import sys
 import time
@@ -9,13 +9,15 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
+from cli import console, visualize
+from components.drive_example_gen import source
+from components.numbered_pusher import executor as pusher
 from models import constants, serving
 
 IMAGE_SUFFIXES = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.bmp', '.gif')
-OVERLAY_COLOUR = np.array([0, 255, 64], np.float32)  # vessel tint of overlays
 
 
-class PredictError(ValueError):
+class PredictError(console.CommandError):
   pass
 
 
@@ -23,12 +25,11 @@ def resolve_saved_model(path: str) -> str:
   """A SavedModel folder, or a TF Serving base folder (<base>/<version>/): its latest version."""
   if tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
     return path
-  versions = [int(v.rstrip('/')) for v in (tf.io.gfile.listdir(path) if tf.io.gfile.isdir(path) else [])
-              if v.rstrip('/').isdigit()
-              and tf.io.gfile.exists(os.path.join(path, v.rstrip('/'), 'saved_model.pb'))]
-  if not versions:
+  complete = [v for v in pusher.versions(path)
+              if tf.io.gfile.exists(os.path.join(path, str(v), 'saved_model.pb'))]
+  if not complete:
     raise PredictError(f'{path}: neither a SavedModel nor a serving folder with numbered versions')
-  return os.path.join(path, str(max(versions)))
+  return os.path.join(path, str(complete[-1]))
 
 
 class VesselModel:
@@ -37,8 +38,8 @@ class VesselModel:
   def __init__(self, path: str):
     self.path = resolve_saved_model(path)
     loaded = tf.saved_model.load(self.path)
-    self._serve = loaded.signatures['serving_default']
-    self._serve_with_fov = loaded.signatures['serving_with_fov']
+    self._serve = loaded.signatures[serving.SERVE]
+    self._serve_with_fov = loaded.signatures[serving.SERVE_WITH_FOV]
     self._loaded = loaded  # keeps the signatures' variables alive
 
   def predict(self, png: bytes, fov_png: Optional[bytes] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -57,15 +58,7 @@ def read_as_png(path: str, mode: str = 'RGB') -> Tuple[bytes, np.ndarray]:
       pixels = np.asarray(image.convert(mode))
   except (OSError, UnidentifiedImageError, ValueError) as error:
     raise PredictError(f'{path}: cannot be read as an image ({error})') from error
-  buffer = io.BytesIO()
-  Image.fromarray(pixels).save(buffer, format='PNG')
-  return buffer.getvalue(), pixels
-
-
-def overlay(rgb: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-  """Tints the image towards OVERLAY_COLOUR in proportion to the vessel probability."""
-  alpha = probabilities[..., None].astype(np.float32) * 0.7
-  return np.round(rgb * (1 - alpha) + OVERLAY_COLOUR * alpha).astype(np.uint8)
+  return source.encode_png(pixels), pixels
 
 
 def list_inputs(paths: Sequence[str]) -> List[str]:
@@ -92,19 +85,9 @@ def find_fov(fov_dir: str, image_path: str) -> str:
   return os.path.join(fov_dir, matches[0])
 
 
-def progress_bar(done: int, total: int, label: str, out=None) -> None:
-  out = out or sys.stdout
-  width = 30
-  filled = width * done // total
-  print(f'\r  [{"#" * filled}{"." * (width - filled)}] {done}/{total} {label[:40]:<40}', end='',
-        file=out, flush=True)
-  if done == total:
-    print(file=out)
-
-
 def predict_files(model: VesselModel, inputs: Sequence[str], output_dir: str,
                   fov_dir: Optional[str] = None, with_overlay: bool = False,
-                  progress: Callable = progress_bar) -> Dict[str, str]:
+                  progress: Callable = console.progress_bar) -> Dict[str, str]:
   """Writes <stem>.png (probability 0..255) and optionally <stem>_overlay.png for every input.
   Returns {input: message naming it} for the files that failed; the others are all written."""
   os.makedirs(output_dir, exist_ok=True)
@@ -116,11 +99,11 @@ def predict_files(model: VesselModel, inputs: Sequence[str], output_dir: str,
       fov_png = read_as_png(find_fov(fov_dir, path), mode='L')[0] if fov_dir else None
       probabilities, _ = model.predict(png, fov_png)
       stem = os.path.splitext(os.path.basename(path))[0]
-      Image.fromarray(np.round(probabilities * 255).astype(np.uint8)).save(
-          os.path.join(output_dir, f'{stem}.png'))
+      visualize.write_png(os.path.join(output_dir, f'{stem}.png'),
+                          np.round(probabilities * 255).astype(np.uint8))
       if with_overlay:
-        Image.fromarray(overlay(rgb, probabilities)).save(
-            os.path.join(output_dir, f'{stem}_overlay.png'))
+        visualize.write_png(os.path.join(output_dir, f'{stem}_overlay.png'),
+                            visualize.probability_overlay(rgb, probabilities))
     except PredictError as error:
       failures[path] = str(error)
     except tf.errors.InvalidArgumentError as error:
@@ -129,3 +112,13 @@ def predict_files(model: VesselModel, inputs: Sequence[str], output_dir: str,
   print(f'  {len(files) - len(failures)} maps written to {output_dir} in '
         f'{time.monotonic() - started:.1f} s')
   return failures
+
+
+def command(args) -> int:
+  model = VesselModel(args.model)
+  print(f'retina-tfx: predicting with {model.path}')
+  failures = predict_files(model, args.input, args.output, fov_dir=args.fov,
+                           with_overlay=args.overlay)
+  for problem in failures.values():
+    print(f'retina-tfx: error: {problem}', file=sys.stderr)
+  return 1 if failures else 0

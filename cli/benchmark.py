@@ -11,9 +11,12 @@ from typing import Dict, Sequence
 
 import numpy as np
 from sklearn import metrics
+from tfx.utils import path_utils
 
+from cli import console, history, predict, run, status
 from components.drive_example_gen import source
-from pipeline import predict
+from models import training, vessel_metrics
+from pipeline import configs
 
 BENCHMARK_TABLE_HEADER = '## Vessel model on the DRIVE test set (`retina-tfx benchmark`)'
 _COLUMNS = ('date', 'command', 'profile / model', 'training wall time', 'AUC-ROC', 'AUC-PR', 'Acc',
@@ -32,7 +35,7 @@ def score_test_images(model: predict.VesselModel, data_paths: Sequence[str]) -> 
     inside = source.decode_file(record.fov, expect_binary=True) > 0
     labels.append(source.decode_file(record.label, expect_binary=True)[inside] > 0)
     scores.append(probabilities[inside])
-    predict.progress_bar(done, len(records), f'scoring {record.image.drive_path}')
+    console.progress_bar(done, len(records), f'scoring {record.image.drive_path}')
   y_true, y_score = np.concatenate(labels), np.concatenate(scores)
   y_pred = y_score >= 0.5
   return {
@@ -73,3 +76,36 @@ def write_result(output_dir: str, result: Dict) -> str:
   with open(path, 'w') as f:
     json.dump(result, f, indent=2)
   return path
+
+
+def command(args) -> int:
+  pipeline_root = os.path.join(args.output, 'pipeline_root')
+  runs = run.run_pipeline(args, pipeline_root, os.path.join(args.output, configs.SERVING_DIR))
+  if runs is None:
+    return 1
+  trainer = next(r for r in runs if r.node_id == configs.TRAINER)
+  summary = training.read_summary(trainer.outputs['model_run'][0])
+  # The Trainer's own export is scored, blessed or not; the Pusher put it in serving_dir if blessed.
+  model_dir = path_utils.serving_model_path(trainer.outputs['model'][0])
+  print(f'retina-tfx: scoring {model_dir} on the test images')
+  scores = score_test_images(predict.VesselModel(model_dir), args.data)
+  gate = history.decisions(history.open_store(pipeline_root))[-1]
+  result = {
+      'command': 'retina-tfx ' + ' '.join(args.argv),
+      'profile': args.profile,
+      'architecture': summary['config']['training']['model']['architecture'],
+      'parameters': summary['parameters'], 'training_seconds': summary['training_seconds'],
+      'model': model_dir, 'scores': scores,
+      'evaluator': {'auc': gate.metrics.get(vessel_metrics.AUC), 'blessed': gate.blessed,
+                    'reasons': gate.reasons, 'pushed_version': gate.pushed_version,
+                    'pushed_to': gate.pushed_to},
+  }
+  path = write_result(args.output, result)
+  append_row(args.benchmarks_file, result)
+  print(f'  training wall time  {summary["training_seconds"] / 60:.1f} min')
+  for key in ('auc_roc', 'auc_pr', 'accuracy', 'sensitivity', 'specificity', 'f1',
+              'predict_seconds_per_image'):
+    print(f'  {key:<19} {scores[key]:.4f}')
+  print(f'  Evaluator (TFMA): {status.verdict(gate)}')
+  print(f'  scores: {path}; row appended to {args.benchmarks_file}')
+  return 0

@@ -3,7 +3,7 @@ vessel probability map (8-bit PNG, same size) out.
 
   docker run --rm -p 8501:8501 -v "$PWD/demo/serving_model:/models/retina/" \
       -e MODEL_NAME=retina tensorflow/serving:2.16.1
-  python pipeline/deploy/tf_serving_client.py demo/data/test/images/01_test.tif vessels.png
+  python cli/tf_serving_client.py demo/data/test/images/01_test.tif vessels.png
 
 Uses only the standard library, numpy and Pillow, so it runs outside the pipeline's environment.
 """

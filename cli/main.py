@@ -1,0 +1,169 @@
+"""retina-tfx: a TFX pipeline for retinal vessel segmentation.
+
+  retina-tfx make-demo-data OUT                write a synthetic DRIVE-like dataset in DRIVE's layout
+  retina-tfx run --data PATH ...               run the pipeline locally (LocalDagRunner, SQLite MLMD)
+  retina-tfx show-preprocessing IMAGE -o PNG   picture every preprocessing step of one image
+  retina-tfx predict --model DIR --input ...   vessel probability maps for image files
+  retina-tfx benchmark --data DRIVE --output D run on DRIVE and score the model on its test images
+  retina-tfx benchmark-gate --pipeline-root R  replay the latest Evaluator run: wall time, peak RSS
+  retina-tfx status [--pipeline-root DIR]      release history: models, metrics, blessings, pushes
+  retina-tfx report [--run latest] -o DIR      HTML report of a run's evaluation, with pictures
+  retina-tfx compile-kfp --image I ... -o F    compile the pipeline for Kubeflow Pipelines v2 (offline)
+"""
+# This module parses and dispatches only: each command is its own module in cli/, imported when it
+# runs, so help and argument errors load no TensorFlow.
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+# Before TensorFlow is imported anywhere: TFT/TFMA 1.16 need Keras 2, and TF's C++ chatter goes to the log.
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+def _add_gate_arguments(parser) -> None:
+  from pipeline import configs
+  parser.add_argument('--min-auc', type=float,
+                      help="release gate: lowest FOV test AUC to bless (default: the profile's)")
+  parser.add_argument('--max-auc-drop', type=float,
+                      help='release gate: largest AUC drop below the latest blessed model '
+                           f'(default {configs.DEFAULT_MAX_AUC_DROP})')
+
+
+def _add_pipeline_arguments(parser, default_profile: str) -> None:
+  from models import constants
+  from pipeline import configs
+  parser.add_argument('--data', nargs='+', required=True,
+                      help='DRIVE folder(s) and/or the official zip archive(s)')
+  parser.add_argument('--profile', choices=sorted(configs.PROFILES), default=default_profile,
+                      help='demo: fast, for the generated data; drive: follows the recipe on DRIVE')
+  parser.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT,
+                      help='training images held out for validation')
+  parser.add_argument('--split-seed', type=int, default=0, help='seed of the eval hold-out choice')
+  _add_gate_arguments(parser)
+  parser.add_argument('--no-cache', action='store_true', help='re-run every component')
+  parser.add_argument('--beam-args', nargs=argparse.REMAINDER, default=[],
+                      help='Beam pipeline args, e.g. --direct_running_mode=multi_processing '
+                           '--direct_num_workers=2 (must come last)')
+
+
+def build_parser() -> argparse.ArgumentParser:
+  from models import constants
+  from pipeline import configs
+  parser = argparse.ArgumentParser(prog='retina-tfx', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  commands = parser.add_subparsers(dest='command', required=True)
+
+  demo = commands.add_parser('make-demo-data', help='write a synthetic DRIVE-like dataset')
+  demo.add_argument('out', help='output folder (must not exist or be empty)')
+  demo.add_argument('--seed', type=int, default=0)
+  demo.add_argument('--train-count', type=int, default=20)
+  demo.add_argument('--test-count', type=int, default=20)
+  demo.add_argument('--height', type=int, default=constants.IMAGE_HEIGHT,
+                    help="image height (default DRIVE's; the pipeline's schema expects DRIVE's)")
+  demo.add_argument('--width', type=int, default=constants.IMAGE_WIDTH)
+  demo.set_defaults(command='make_demo_data')
+
+  run = commands.add_parser('run', help='run the pipeline locally')
+  run.add_argument('--pipeline-root', default=configs.DEFAULT_PIPELINE_ROOT,
+                   help='where artifacts, ML-Metadata (metadata.sqlite), logs and the report go')
+  run.add_argument('--until', metavar='COMPONENT',
+                   help='run only COMPONENT and what it depends on, e.g. PatchGen for the data '
+                        'stages')
+  run.add_argument('--serving-dir',
+                   help='where blessed models are pushed, one numbered version each '
+                        '(default: serving_model/ next to the pipeline root)')
+  _add_pipeline_arguments(run, default_profile=configs.DEFAULT_PROFILE)
+  run.set_defaults(command='run')
+
+  bench = commands.add_parser('benchmark', help='run the pipeline on DRIVE and score the model on '
+                              'its test images')
+  bench.add_argument('--output', required=True,
+                     help='folder for pipeline_root/, serving_model/ and benchmark.json')
+  bench.add_argument('--benchmarks-file', default='BENCHMARKS.md', help='table to append a row to')
+  _add_pipeline_arguments(bench, default_profile='drive')
+  bench.set_defaults(command='benchmark')
+
+  gate = commands.add_parser('benchmark-gate', help="replay a pipeline root's latest Evaluator "
+                             'run in a child process: wall time and peak RSS')
+  gate.add_argument('--pipeline-root', required=True)
+  gate.add_argument('--data', nargs='+',
+                    help="evaluate on these DRIVE-layout datasets' test images instead")
+  gate.add_argument('--output', required=True, help='folder for the evaluation and its timing')
+  gate.set_defaults(command='benchmark_gate')
+
+  pred = commands.add_parser('predict', help='vessel probability maps for image files')
+  pred.add_argument('--model', required=True,
+                    help='a SavedModel, or a serving folder of numbered versions (latest is used)')
+  pred.add_argument('--input', nargs='+', required=True, help='image files and/or folders')
+  pred.add_argument('--output', required=True, help='folder for <stem>.png maps (0..255)')
+  pred.add_argument('--fov', help='folder of FOV masks named <stem>.* or <stem>_mask.* '
+                    '(default: computed from each image)')
+  pred.add_argument('--overlay', action='store_true', help='also write <stem>_overlay.png')
+  pred.set_defaults(command='predict')
+
+  show = commands.add_parser('show-preprocessing', help='picture every preprocessing step of an image')
+  show.add_argument('image', help='fundus image (TIFF, PNG, JPEG, ...)')
+  show.add_argument('-o', '--output', required=True, help='PNG to write')
+  show.add_argument('--fov', help='FOV mask image (default: computed from the image)')
+  show.add_argument('--pipeline-root',
+                    help="use the dataset statistics of this pipeline root's latest Transform "
+                         "(default: the image's own FOV statistics)")
+  show.add_argument('--profile', choices=sorted(configs.PROFILES), default=configs.DEFAULT_PROFILE)
+  show.set_defaults(command='show_preprocessing')
+
+  stat = commands.add_parser('status', help='release history from ML-Metadata: models, metrics, '
+                             'blessing decisions with reasons, pushed versions')
+  stat.add_argument('--pipeline-root', default=configs.DEFAULT_PIPELINE_ROOT)
+  stat.add_argument('--json', action='store_true', help='machine-readable output')
+  stat.set_defaults(command='status')
+
+  rep = commands.add_parser('report', help="HTML report of a run's evaluation: curves, per-image "
+                            'AUC, overlays, preprocessing')
+  rep.add_argument('--pipeline-root', default=configs.DEFAULT_PIPELINE_ROOT)
+  rep.add_argument('--run', default='latest', help="pipeline run id (see status) or 'latest'")
+  rep.add_argument('-o', '--output', required=True, help='folder for index.html and its images')
+  rep.set_defaults(command='report')
+
+  kfp = commands.add_parser('compile-kfp', help='compile the pipeline for Kubeflow Pipelines v2 / '
+                            'Vertex AI Pipelines (offline; code runs from --image)')
+  kfp.add_argument('--image', required=True, help='container image with this project installed')
+  kfp.add_argument('--pipeline-root', required=True, help='e.g. gs://bucket/retina-tfx/root')
+  kfp.add_argument('--data', nargs='+', required=True, help='DRIVE folder or zip URIs')
+  kfp.add_argument('-o', '--output', required=True, help='PipelineJob JSON to write')
+  kfp.add_argument('--serving-dir', help='push target (default: <pipeline-root>/serving_model)')
+  kfp.add_argument('--profile', choices=sorted(configs.PROFILES), default='drive')
+  kfp.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT)
+  kfp.add_argument('--split-seed', type=int, default=0)
+  _add_gate_arguments(kfp)
+  kfp.add_argument('--gpu-type', help='accelerator for the Trainer task, e.g. NVIDIA_TESLA_T4')
+  kfp.add_argument('--gpu-count', type=int, default=1)
+  kfp.add_argument('--beam-runner', choices=('direct', 'dataflow', 'flink'), default='direct',
+                   help='where Beam stages run: in their task (multi-process), Dataflow or Flink')
+  kfp.add_argument('--beam-workers', type=int, default=2,
+                   help='processes (direct), max workers (dataflow) or parallelism (flink)')
+  kfp.add_argument('--gcp-project')
+  kfp.add_argument('--gcp-region')
+  kfp.add_argument('--temp-location', help='gs:// folder for Dataflow staging')
+  kfp.add_argument('--flink-master', help='host:port of the Flink JobManager')
+  kfp.set_defaults(command='compile_kfp')
+  return parser
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  args = build_parser().parse_args(argv)
+  args.argv = argv
+  if args.command not in ('run', 'benchmark'):  # those send TensorFlow's logs to the run's log
+    logging.getLogger('tensorflow').setLevel(logging.ERROR)
+  from cli import console
+  try:
+    return importlib.import_module(f'cli.{args.command}').command(args)
+  except console.CommandError as error:
+    print(f'retina-tfx: error: {error}', file=sys.stderr)
+    return 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())

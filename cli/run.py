@@ -1,0 +1,59 @@
+"""`retina-tfx run`: the pipeline on this machine, with progress on the terminal, then a summary of
+its artifacts, the release decision and the report."""
+import dataclasses
+import datetime
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from cli import console, history, report, status
+from pipeline import configs, local_runner
+
+
+def profile_of(args) -> configs.Profile:
+  """The chosen profile with the release gate options the command line overrides."""
+  gate = {k: v for k, v in (('min_auc', args.min_auc), ('max_auc_drop', args.max_auc_drop))
+          if v is not None}
+  return dataclasses.replace(configs.PROFILES[args.profile], **gate)
+
+
+def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[history.NodeRun]]:
+  """Runs the pipeline with progress on the terminal, then lists the artifacts; returns MLMD's
+  node runs, or None on failure (said on stderr, with the log's path)."""
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  log_path = os.path.join(os.path.abspath(pipeline_root), configs.LOG_DIR, f'run-{stamp}.log')
+  print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
+        f'  pipeline root: {os.path.abspath(pipeline_root)}\n  full log: {log_path}')
+  with console.logging_to_file(log_path) as progress:
+    try:
+      local_runner.run(args.data, pipeline_root, profile_of(args), serving_dir,
+                       beam_pipeline_args=args.beam_args,
+                       eval_count=args.eval_count, split_seed=args.split_seed,
+                       enable_cache=not args.no_cache, until=getattr(args, 'until', None))
+    except Exception as error:  # pylint: disable=broad-except
+      logging.exception('pipeline failed')
+      where = f'{progress.current} failed: ' if progress.current else ''
+      print(f'retina-tfx: error: {where}{console.user_message(error)}\n  (full log: {log_path})',
+            file=sys.stderr)
+      return None
+  runs = history.latest_node_runs(history.open_store(pipeline_root))
+  print('artifacts:')
+  for run in runs:
+    for key, uris in run.outputs.items():
+      for uri in uris:
+        print(f'  {run.node_id:<{console.NAME_WIDTH}} {run.state:<9} {key:<18} {uri}')
+  return runs
+
+
+def command(args) -> int:
+  serving_dir = args.serving_dir or os.path.join(
+      os.path.dirname(os.path.abspath(args.pipeline_root)), configs.SERVING_DIR)
+  if run_pipeline(args, args.pipeline_root, serving_dir) is None:
+    return 1
+  if args.until:
+    return 0
+  status.print_latest_decision(args.pipeline_root)
+  report_dir = os.path.join(args.pipeline_root, configs.REPORT_DIR)
+  print(f'report: {report.write_report(args.pipeline_root, report_dir)}')
+  return 0

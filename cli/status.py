@@ -1,0 +1,62 @@
+"""`retina-tfx status`: the release history as a table a person reads in a minute, and the one
+rendering of a release decision that the run summary, the table and the report share."""
+import dataclasses
+import json
+from typing import List
+
+from cli import history
+from models import vessel_metrics
+
+# Columns of the table, by metric name (all per FOV pixel, on the test split).
+METRIC_COLUMNS = ((vessel_metrics.AUC, 'AUC'), (vessel_metrics.AUC_PR, 'AUC-PR'),
+                  (vessel_metrics.ACCURACY, 'Acc'), (vessel_metrics.RECALL, 'Se'),
+                  (vessel_metrics.SPECIFICITY, 'Sp'), (vessel_metrics.F1, 'F1'))
+
+
+def verdict(decision: history.Decision) -> str:
+  """One line: the model, BLESSED or REJECTED, its gated AUC and where it went."""
+  auc = decision.metrics.get(vessel_metrics.AUC, float('nan'))
+  if not decision.blessed:
+    return f'model {decision.model_id} REJECTED (test FOV AUC {auc:.4f}), not pushed'
+  where = (f'pushed as version {decision.pushed_version} to {decision.pushed_to}'
+           if decision.pushed_version else 'not pushed')
+  return f'model {decision.model_id} BLESSED (test FOV AUC {auc:.4f}); {where}'
+
+
+def format_table(rows: List[history.Decision]) -> str:
+  """One line per evaluation, with the reasons under each rejected model."""
+  if not rows:
+    return 'no evaluations recorded yet: run the pipeline first'
+  header = (f'{"run":<28} {"model":>5} {"vs":>5} '
+            + ' '.join(f'{title:>7}' for _, title in METRIC_COLUMNS)
+            + f' {"ΔAUC":>8}  {"decision":<11} pushed version')
+  lines = [header, '-' * len(header)]
+  for row in rows:
+    values = ' '.join(f'{row.metrics[key]:>7.4f}' if key in row.metrics else f'{"-":>7}'
+                      for key, _ in METRIC_COLUMNS)
+    change = f'{row.auc_change:+8.4f}' if row.auc_change is not None else f'{"-":>8}'
+    baseline = str(row.baseline_model_id) if row.baseline_model_id is not None else '-'
+    decision = 'BLESSED' if row.blessed else 'REJECTED'
+    cached = ' (cached)' if row.state == 'CACHED' else ''
+    lines.append(f'{row.run_id:<28} {row.model_id:>5} {baseline:>5} {values} {change}  '
+                 f'{decision:<11} {row.pushed_version or "-"}{cached}')
+    lines += [f'    why: {reason}' for reason in row.reasons]
+  lines.append('metrics: per pixel inside the FOV on the test split (TFMA); '
+               '"vs": the blessed model it was compared with')
+  return '\n'.join(lines)
+
+
+def print_latest_decision(pipeline_root: str) -> None:
+  """The run summary's last lines: the latest release decision and why."""
+  rows = history.decisions(history.open_store(pipeline_root))
+  if rows:
+    print(f'release gate: {verdict(rows[-1])}' + (':' if rows[-1].reasons else ''))
+    for reason in rows[-1].reasons:
+      print(f'  - {reason}')
+
+
+def command(args) -> int:
+  rows = history.decisions(history.open_store(args.pipeline_root))
+  print(json.dumps([dataclasses.asdict(row) for row in rows], indent=2) if args.json
+        else format_table(rows))
+  return 0
