@@ -14,8 +14,8 @@ from sklearn import metrics
 from tfx.utils import path_utils
 
 from cli import console, history, predict, run, status
-from components.drive_example_gen import source
-from models import training, vessel_metrics
+from components.fundus_example_gen import files, layouts, source
+from models import constants, training, vessel_metrics
 from pipeline import configs
 
 BENCHMARK_TABLE_HEADER = '## Vessel model on the DRIVE test set (`retina-tfx benchmark`)'
@@ -24,18 +24,19 @@ _COLUMNS = ('date', 'command', 'profile / model', 'training wall time', 'AUC-ROC
 
 
 def score_test_images(model: predict.VesselModel, data_paths: Sequence[str]) -> Dict[str, float]:
-  """Pooled FOV-pixel scores of `model` on the test/ images of DRIVE at `data_paths`."""
-  records = [r for r in source.list_drive(data_paths) if r.folder == 'test']
+  """Pooled FOV-pixel scores of `model` on the test images of the datasets at `data_paths`."""
+  records = [r for r in layouts.list_datasets(data_paths) if r.split == layouts.TEST]
   labels, scores, seconds = [], [], []
   for done, record in enumerate(records, 1):
-    png = source.encode_png(source.decode_file(record.image, expect_binary=False))
+    decoded = source.decode_record(record)
+    png = files.encode_png(decoded[constants.IMAGE_KEY])
     started = time.monotonic()
     probabilities, _ = model.predict(png)
     seconds.append(time.monotonic() - started)
-    inside = source.decode_file(record.fov, expect_binary=True) > 0
-    labels.append(source.decode_file(record.label, expect_binary=True)[inside] > 0)
+    inside = decoded[constants.FOV_KEY] > 0
+    labels.append(decoded[constants.LABEL_KEY][inside] > 0)
     scores.append(probabilities[inside])
-    console.progress_bar(done, len(records), f'scoring {record.image.drive_path}')
+    console.progress_bar(done, len(records), f'scoring {record.image.rel_path}')
   y_true, y_score = np.concatenate(labels), np.concatenate(scores)
   y_pred = y_score >= 0.5
   return {

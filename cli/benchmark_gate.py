@@ -17,7 +17,7 @@ from tfx.components.evaluator import executor as evaluator_executor
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs as specs
 
 from cli import console, history
-from components.drive_example_gen import executor as example_gen_executor
+from components.fundus_example_gen import executor as example_gen_executor
 from models import constants, vessel_metrics
 from pipeline import configs
 

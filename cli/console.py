@@ -89,9 +89,9 @@ def logging_to_file(log_path: str):
 
 def user_message(error: BaseException) -> str:
   """The one line (or anomaly list) a user needs, dug out of Beam/TFX exception wrapping."""
-  from components.drive_example_gen import source
+  from components.fundus_example_gen import files
   text = '\n'.join(str(e) for e in _chain(error))
-  if match := re.search(re.escape(source.ERROR_PREFIX) + r"(.+?)(?: \[while running '.*)?$", text,
+  if match := re.search(re.escape(files.ERROR_PREFIX) + r"(.+?)(?: \[while running '.*)?$", text,
                         flags=re.MULTILINE):
     return match.group(1).rstrip("'\" ")
   return str(error).strip() or type(error).__name__

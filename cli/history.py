@@ -105,6 +105,7 @@ class Decision:
   baseline_model_id: Optional[int]    # the latest blessed model it was compared with, if any
   metrics: Dict[str, float]           # overall slice, FOV-weighted
   auc_change: Optional[float]         # AUC minus the baseline's AUC
+  per_dataset_auc: Dict[str, float]   # dataset -> FOV-weighted AUC of its test images
   per_image_auc: Dict[str, float]     # image_id -> FOV-weighted AUC
   blessed: bool
   reasons: List[str]                  # why it was not blessed (empty when blessed)
@@ -121,8 +122,9 @@ def _run_id(store, execution_id: int) -> str:
 
 
 def metric_values(evaluation_uri: str):
-  """(overall metrics, AUC change vs baseline, per-image AUC) of the candidate model."""
-  overall, per_image, change = {}, {}, None
+  """(overall metrics, AUC change vs baseline, AUC per dataset, AUC per image) of the candidate."""
+  overall, change = {}, None
+  sliced = {constants.DATASET_KEY: {}, constants.IMAGE_ID_KEY: {}}
   for metrics_for_slice in tfma.load_metrics(evaluation_uri):
     slice_keys = metrics_for_slice.slice_key.single_slice_keys
     for entry in metrics_for_slice.metric_keys_and_values:
@@ -135,10 +137,11 @@ def metric_values(evaluation_uri: str):
           change = value if key.name == eval_config.GATED_METRIC else change
         else:
           overall[key.name] = value
-      elif (len(slice_keys) == 1 and slice_keys[0].column == constants.IMAGE_ID_KEY
+      elif (len(slice_keys) == 1 and slice_keys[0].column in sliced
             and key.name == eval_config.GATED_METRIC and not key.is_diff):
-        per_image[slice_keys[0].bytes_value.decode()] = value
-  return overall, change, dict(sorted(per_image.items()))
+        sliced[slice_keys[0].column][slice_keys[0].bytes_value.decode()] = value
+  return (overall, change, *(dict(sorted(sliced[column].items()))
+                             for column in (constants.DATASET_KEY, constants.IMAGE_ID_KEY)))
 
 
 def _reasons(evaluation_uri: str) -> List[str]:
@@ -179,7 +182,7 @@ def decisions(store: metadata_store.MetadataStore) -> List[Decision]:
     inputs = artifacts_by_key(store, execution.id, metadata_store_pb2.Event.INPUT)
     outputs = artifacts_by_key(store, execution.id, metadata_store_pb2.Event.OUTPUT)
     blessing, evaluation = outputs['blessing'], outputs['evaluation']
-    overall, change, per_image = metric_values(evaluation.uri)
+    overall, change, per_dataset, per_image = metric_values(evaluation.uri)
     # The Evaluator records on its blessing what it judged, against what, and the verdict.
     judged = blessing.custom_properties
     blessed = judged[evaluator.ARTIFACT_PROPERTY_BLESSED_KEY].int_value == evaluator.BLESSED_VALUE
@@ -194,7 +197,7 @@ def decisions(store: metadata_store.MetadataStore) -> List[Decision]:
         model_id=judged[evaluator.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY].int_value,
         model_uri=judged[evaluator.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY].string_value,
         baseline_model_id=(judged[_BASELINE_ID].int_value if _BASELINE_ID in judged else None),
-        metrics=overall, auc_change=change, per_image_auc=per_image,
+        metrics=overall, auc_change=change, per_dataset_auc=per_dataset, per_image_auc=per_image,
         blessed=blessed,
         reasons=[] if blessed else _reasons(evaluation.uri),
         pushed_version=push['pushed_version'].string_value if pushed else None,

@@ -1,9 +1,10 @@
 """retina-tfx: a TFX pipeline for retinal vessel segmentation.
 
-  retina-tfx make-demo-data OUT                write a synthetic DRIVE-like dataset in DRIVE's layout
+  retina-tfx make-demo-data OUT                write a synthetic dataset (DRIVE's layout, or another's)
   retina-tfx run --data PATH ...               run the pipeline locally (LocalDagRunner, SQLite MLMD)
   retina-tfx show-preprocessing IMAGE -o PNG   picture every preprocessing step of one image
   retina-tfx predict --model DIR --input ...   vessel probability maps for image files
+  retina-tfx evaluate --model M --data D ...   a model on datasets' test images, per dataset
   retina-tfx benchmark --data DRIVE --output D run on DRIVE and score the model on its test images
   retina-tfx benchmark-gate --pipeline-root R  replay the latest Evaluator run: wall time, peak RSS
   retina-tfx status [--pipeline-root DIR]      release history: models, metrics, blessings, pushes
@@ -35,7 +36,8 @@ def _add_pipeline_arguments(parser, default_profile: str) -> None:
   from models import constants
   from pipeline import configs
   parser.add_argument('--data', nargs='+', required=True,
-                      help='DRIVE folder(s) and/or the official zip archive(s)')
+                      help='datasets, each a folder or zip archive(s): DRIVE, STARE, CHASE_DB1, '
+                           'HRF as published, or images/ + labels/ (+ masks/)')
   parser.add_argument('--profile', choices=sorted(configs.PROFILES), default=default_profile,
                       help='demo: fast, for the generated data; drive: follows the recipe on DRIVE')
   parser.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT,
@@ -55,14 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest='command', required=True)
 
-  demo = commands.add_parser('make-demo-data', help='write a synthetic DRIVE-like dataset')
+  from synthetic_drive import layouts  # names and sizes only: imports no numpy
+  demo = commands.add_parser('make-demo-data', help='write a synthetic dataset in the published '
+                             'layout of DRIVE, STARE, CHASE_DB1 or HRF')
   demo.add_argument('out', help='output folder (must not exist or be empty)')
+  demo.add_argument('--layout', choices=layouts.NAMES, default=layouts.DRIVE,
+                    help='whose folder layout, file names and formats to write (default drive)')
   demo.add_argument('--seed', type=int, default=0)
-  demo.add_argument('--train-count', type=int, default=20)
-  demo.add_argument('--test-count', type=int, default=20)
-  demo.add_argument('--height', type=int, default=constants.IMAGE_HEIGHT,
-                    help="image height (default DRIVE's; the pipeline's schema expects DRIVE's)")
-  demo.add_argument('--width', type=int, default=constants.IMAGE_WIDTH)
+  demo.add_argument('--train-count', type=int, help='drive: training images (default 20)')
+  demo.add_argument('--test-count', type=int, help='drive: test images (default 20)')
+  demo.add_argument('--count', type=int, help='stare, chase_db1, hrf: images, in published order '
+                    '(default all: 20, 28, 45)')
+  demo.add_argument('--height', type=int, help="image height (default the layout's real one; the "
+                    "pipeline's schema expects DRIVE's)")
+  demo.add_argument('--width', type=int, help="image width (default the layout's real one)")
   demo.set_defaults(command='make_demo_data')
 
   run = commands.add_parser('run', help='run the pipeline locally')
@@ -89,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                              'run in a child process: wall time and peak RSS')
   gate.add_argument('--pipeline-root', required=True)
   gate.add_argument('--data', nargs='+',
-                    help="evaluate on these DRIVE-layout datasets' test images instead")
+                    help="evaluate on these datasets' test images instead")
   gate.add_argument('--output', required=True, help='folder for the evaluation and its timing')
   gate.set_defaults(command='benchmark_gate')
 
@@ -102,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
                     '(default: computed from each image)')
   pred.add_argument('--overlay', action='store_true', help='also write <stem>_overlay.png')
   pred.set_defaults(command='predict')
+
+  ev = commands.add_parser('evaluate', help="score an exported model on datasets' test images "
+                           '(or all their images), per dataset and pooled, with the gate\'s metrics')
+  ev.add_argument('--model', required=True,
+                  help='a SavedModel, or a serving folder of numbered versions (latest is used)')
+  ev.add_argument('--data', nargs='+', required=True,
+                  help='datasets: DRIVE, STARE, CHASE_DB1, HRF as published, or images/ + labels/')
+  ev.add_argument('--all', action='store_true', help='every image, not only the test splits')
+  ev.add_argument('-o', '--output', required=True,
+                  help='folder for evaluation.json, index.html and the overlays')
+  ev.set_defaults(command='evaluate')
 
   show = commands.add_parser('show-preprocessing', help='picture every preprocessing step of an image')
   show.add_argument('image', help='fundus image (TIFF, PNG, JPEG, ...)')
@@ -130,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                             'Vertex AI Pipelines (offline; code runs from --image)')
   kfp.add_argument('--image', required=True, help='container image with this project installed')
   kfp.add_argument('--pipeline-root', required=True, help='e.g. gs://bucket/retina-tfx/root')
-  kfp.add_argument('--data', nargs='+', required=True, help='DRIVE folder or zip URIs')
+  kfp.add_argument('--data', nargs='+', required=True, help='dataset folder or zip URIs')
   kfp.add_argument('-o', '--output', required=True, help='PipelineJob JSON to write')
   kfp.add_argument('--serving-dir', help='push target (default: <pipeline-root>/serving_model)')
   kfp.add_argument('--profile', choices=sorted(configs.PROFILES), default='drive')

@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from cli import console, visualize
-from components.drive_example_gen import source
+from components.fundus_example_gen import files
 from components.numbered_pusher import executor as pusher
 from models import constants, serving
 
@@ -58,7 +58,7 @@ def read_as_png(path: str, mode: str = 'RGB') -> Tuple[bytes, np.ndarray]:
       pixels = np.asarray(image.convert(mode))
   except (OSError, UnidentifiedImageError, ValueError) as error:
     raise PredictError(f'{path}: cannot be read as an image ({error})') from error
-  return source.encode_png(pixels), pixels
+  return files.encode_png(pixels), pixels
 
 
 def list_inputs(paths: Sequence[str]) -> List[str]:

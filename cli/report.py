@@ -127,6 +127,8 @@ def write_report(pipeline_root: str, output_dir: str, run: str = 'latest') -> st
                          curves['recall'], curves['precision'], auc, auc_pr)
   overlays = _overlays(decision.model_uri, decision.examples_uri, output_dir)
   strip = _preprocessing_strip(store, decision.model_id, decision.examples_uri, output_dir)
+  per_dataset = ''.join(f'<tr><td>{html.escape(name)}</td><td>{value:.4f}</td></tr>'
+                        for name, value in decision.per_dataset_auc.items())
   per_image = ''.join(f'<tr><td>{html.escape(image_id)}</td><td>{value:.4f}</td></tr>'
                       for image_id, value in sorted(decision.per_image_auc.items(),
                                                     key=lambda item: item[1]))
@@ -152,6 +154,8 @@ figure {{ display: inline-block; margin: 4px; }} .legend span {{ padding: 0 6px;
 <p>Acc, Se (recall), Sp and F1 at probability {vessel_metrics.DECISION_THRESHOLD}.
 The gate reads the AUC only.</p>
 <img src="curves.png">
+<h2>AUC per dataset (the gate reads all test pixels pooled)</h2>
+<table><tr><th>dataset</th><th>AUC</th></tr>{per_dataset}</table>
 <h2>AUC per test image (worst first)</h2>
 <table><tr><th>image</th><th>AUC</th></tr>{per_image}</table>
 <h2>Prediction vs ground truth at {vessel_metrics.DECISION_THRESHOLD}</h2>

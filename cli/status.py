@@ -40,6 +40,9 @@ def format_table(rows: List[history.Decision]) -> str:
     cached = ' (cached)' if row.state == 'CACHED' else ''
     lines.append(f'{row.run_id:<28} {row.model_id:>5} {baseline:>5} {values} {change}  '
                  f'{decision:<11} {row.pushed_version or "-"}{cached}')
+    if len(row.per_dataset_auc) > 1:
+      lines.append('    AUC per dataset: ' + ', '.join(
+          f'{name} {auc:.4f}' for name, auc in row.per_dataset_auc.items()))
     lines += [f'    why: {reason}' for reason in row.reasons]
   lines.append('metrics: per pixel inside the FOV on the test split (TFMA); '
                '"vs": the blessed model it was compared with')

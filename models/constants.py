@@ -1,23 +1,27 @@
-"""Facts shared by every stage: DRIVE's geometry, feature names and patch geometry.
+"""Facts shared by every stage: image geometry, feature names and patch geometry.
 
 Anything that more than one module needs to agree on lives here and nowhere else.
 """
 
-# DRIVE fundus images are 565 pixels wide and 584 high (all 40 of them).
+# DRIVE fundus images are 565 pixels wide and 584 high (all 40 of them): the demo data's size.
 IMAGE_HEIGHT = 584
 IMAGE_WIDTH = 565
+# The sides the curated schema accepts (HRF, the largest public set, is 3504x2336).
+MIN_IMAGE_SIDE = 128
+MAX_IMAGE_SIDE = 8192
 
-# Raw tf.Example features written by DriveExampleGen.
-IMAGE_ID_KEY = 'image_id'        # DRIVE's number, e.g. b'21'
+# Raw tf.Example features written by FundusExampleGen.
+DATASET_KEY = 'dataset'          # the dataset an image comes from, e.g. b'DRIVE' (a slice key)
+IMAGE_ID_KEY = 'image_id'        # the dataset's own: b'21' (DRIVE), b'im0001' (STARE), b'01L' ...
 IMAGE_KEY = 'image'              # lossless PNG of the RGB fundus image
-LABEL_KEY = 'label'              # PNG, 0/255: 1st_manual vessel annotation
-LABEL2_KEY = 'label2'            # PNG, 0/255: 2nd_manual annotation (test images only)
-FOV_KEY = 'fov'                  # PNG, 0/255: field-of-view mask
+LABEL_KEY = 'label'              # PNG, 0/255: first observer's vessel annotation
+LABEL2_KEY = 'label2'            # PNG, 0/255: second observer's, where published
+FOV_KEY = 'fov'                  # PNG, 0/255: field-of-view mask (computed if none published)
 HEIGHT_KEY = 'height'
 WIDTH_KEY = 'width'
-SOURCE_FILE_KEY = 'source_file'  # DRIVE-relative path of the image, e.g. b'training/images/21_training.tif'
+SOURCE_FILE_KEY = 'source_file'  # dataset-relative path, e.g. b'training/images/21_training.tif'
 
-# Output splits of DriveExampleGen: train/eval come from DRIVE's training/ folder, test from test/.
+# Output splits of FundusExampleGen: each dataset's test images; eval held out of its training ones.
 TRAIN_SPLIT = 'train'
 EVAL_SPLIT = 'eval'
 TEST_SPLIT = 'test'

@@ -16,7 +16,7 @@ SERVING_DIR = 'serving_model'       # blessed models' TF Serving folder, next to
 DEFAULT_MAX_AUC_DROP = 0.002        # how far below the latest blessed model a new model may score
 
 # Component ids: the names ML-Metadata records each component's runs under.
-EXAMPLE_GEN = 'DriveExampleGen'
+EXAMPLE_GEN = 'FundusExampleGen'
 STATISTICS_GEN = 'StatisticsGen'
 SCHEMA_IMPORTER = 'ImportSchemaGen'
 EXAMPLE_VALIDATOR = 'ExampleValidator'

@@ -4,7 +4,7 @@ The model's `predict_examples` signature returns each image's flattened probabil
 `transform_features` its flattened label and FOV maps; `models.vessel_metrics` scores each
 example's maps at once with the FOV as per-pixel weight (pixels outside it weigh
 nothing), overall and per image. Only the AUC over all test pixels decides the blessing; the other
-metrics and the per-image slices are reported.
+metrics and the per-dataset and per-image slices are reported.
 """
 import json
 
@@ -38,7 +38,8 @@ def eval_config(min_auc: float, max_auc_drop: float) -> tfma.EvalConfig:
           prediction_key=serving.PROBABILITIES_KEY,
           label_key=constants.LABEL_KEY,
           example_weight_key=constants.FOV_KEY)],
-      slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[constants.IMAGE_ID_KEY])],
+      slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[constants.DATASET_KEY]),
+                     tfma.SlicingSpec(feature_keys=[constants.IMAGE_ID_KEY])],
       metrics_specs=[tfma.MetricsSpec(
           metrics=[_metric(vessel_metrics.AUC, per_slice_thresholds=[
                       # On the overall slice only: per-image AUCs are reported, and a hard image

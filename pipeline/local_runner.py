@@ -6,7 +6,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.orchestration import pipeline as tfx_pipeline
 
-from components.drive_example_gen import source
+from components.fundus_example_gen import files
 from models import constants
 from pipeline import configs
 from pipeline.pipeline import create_pipeline
@@ -40,7 +40,7 @@ def run(data_paths: Sequence[str], pipeline_root: str, profile: configs.Profile,
       serving_dir=serving_dir,
       eval_count=eval_count,
       split_seed=split_seed,
-      input_fingerprint=source.fingerprint(data_paths),
+      input_fingerprint=files.fingerprint(data_paths),
       beam_pipeline_args=beam_pipeline_args,
       metadata_connection_config=connection_config(pipeline_root),
       enable_cache=enable_cache,

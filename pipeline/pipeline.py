@@ -7,7 +7,7 @@ from tfx import v1 as tfx
 
 import schemas
 from components.data_gate.component import DataGate
-from components.drive_example_gen.component import DriveExampleGen
+from components.fundus_example_gen.component import FundusExampleGen
 from components.numbered_pusher.component import NumberedPusher
 from components.patch_gen.component import PatchGen
 from models import constants, settings
@@ -36,7 +36,7 @@ def create_pipeline(
   `beam_pipeline_args` apply to every Beam component; `component_beam_args` (component id -> args,
   see configs.component_beam_args) are added to the named ones. `trainer_resources` is a KFP
   ResourceSpec for the Trainer task (e.g. a GPU); runners without placement ignore it."""
-  example_gen = DriveExampleGen(input_paths=data_paths, eval_count=eval_count,
+  example_gen = FundusExampleGen(input_paths=data_paths, eval_count=eval_count,
                                 split_seed=split_seed, input_fingerprint=input_fingerprint
                                 ).with_id(configs.EXAMPLE_GEN)
   statistics_gen = tfx.components.StatisticsGen(

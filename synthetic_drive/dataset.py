@@ -1,9 +1,12 @@
-"""Writes a synthetic DRIVE-like dataset in DRIVE's exact folder layout and file formats.
+"""Writes a synthetic fundus dataset in the exact folder layout and file formats of DRIVE, STARE,
+CHASE_DB1 or HRF (layouts.py lists them).
 
-The real DRIVE cannot be redistributed, so demos and tests run on this instead (see fundus.py for
-what the images hold). Everything depends only on (seed, folder, image id): the same seed gives
-byte-identical files.
+The real datasets cannot be redistributed, so demos and tests run on this instead (see fundus.py for
+what the images hold). Everything depends only on (seed, layout, image): the same seed gives
+byte-identical files, and a smaller count gives the same first images.
 """
+import gzip
+import io
 import os
 import shutil
 import tempfile
@@ -12,35 +15,73 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image
 
-from models.constants import IMAGE_HEIGHT, IMAGE_WIDTH
-from synthetic_drive.fundus import TEST, TRAINING, render
+from synthetic_drive import layouts
+from synthetic_drive.fundus import render
 
-FIRST_TRAINING_ID = 21  # DRIVE numbers its test images 01-20 and its training images 21-40.
-
-
-def _save(pixels: np.ndarray, path: str):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  if pixels.ndim == 3:
-    # Lossless like DRIVE's own TIFFs.
-    Image.fromarray(pixels, 'RGB').save(path, format='TIFF', compression='tiff_lzw')
-  else:
-    # A full grey-level palette, so that PIL reads it back as mode L like DRIVE's own GIFs.
-    Image.fromarray(pixels, 'L').save(path, format='GIF', optimize=False)
-
-
+FIRST_TRAINING_ID = layouts.FIRST_TRAINING_ID
 MIN_SIDE = 16   # smaller images have too few pixels for a field of view with vessels in it
 
+# Pillow's format and options by file extension (case-insensitive: HRF has both .jpg and .JPG).
+_FORMATS = {
+    '.tif': ('TIFF', {'compression': 'tiff_lzw'}),  # lossless, like DRIVE's own TIFFs
+    # A full grey-level palette, so that PIL reads it back as mode L like DRIVE's own GIFs.
+    '.gif': ('GIF', {'optimize': False}),
+    # Lossy, as CHASE_DB1 and HRF publish their images; chroma subsampling pinned, not left to Pillow.
+    '.jpg': ('JPEG', {'quality': 95, 'subsampling': '4:2:0'}),
+    '.png': ('PNG', {}),
+    '.ppm': ('PPM', {}),                 # binary: P6 for RGB, P5 for grey
+}
 
-def generate(out_dir: str, seed: int = 0, n_train: int = 20, n_test: int = 20,
-             height: int = IMAGE_HEIGHT, width: int = IMAGE_WIDTH,
-             progress: Optional[Callable[[int, int], None]] = None) -> dict:
-  """Writes a synthetic DRIVE into `out_dir`, which must not exist or be empty.
 
-  `progress`, if given, is called as progress(done, total) after each image. Returns a summary with
-  the image counts and the vessel fraction inside the field of view (1st_manual, all images).
+def _save(pixels: np.ndarray, name: str, file):
+  """Saves one map to an open file in the format its name's extension says."""
+  file_format, options = _FORMATS[os.path.splitext(name)[1].lower()]
+  # PNG maps are 1-bit (mode '1') like CHASE_DB1's; everything else is 8-bit L or RGB.
+  image = Image.fromarray(pixels > 127) if file_format == 'PNG' else Image.fromarray(pixels)
+  image.save(file, format=file_format, **options)
+
+
+def _write(pixels: np.ndarray, path: str):
+  """Writes one map; the format follows from the name, e.g. 'im0001.ppm.gz' is a gzipped PPM.
+
+  Straight into the real file: Pillow's libtiff writer leaves a padding byte uninitialised when
+  saving to a memory buffer, which would break byte-identical output.
   """
-  if n_train < 0 or n_test < 0 or n_train + n_test == 0:
-    raise ValueError(f'need at least one image, got n_train={n_train}, n_test={n_test}')
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  stem, extension = os.path.splitext(path)
+  with open(path, 'wb') as file:
+    if extension != '.gz':
+      _save(pixels, path, file)
+      return
+    buffer = io.BytesIO()
+    _save(pixels, stem, buffer)
+    # No timestamp (mtime=0), and the inner file's name as gzip itself would record it.
+    with gzip.GzipFile(os.path.basename(stem), 'wb', compresslevel=9, fileobj=file, mtime=0) as out:
+      out.write(buffer.getvalue())
+
+
+def generate(out_dir: str, seed: int = 0, n_train: Optional[int] = None, n_test: Optional[int] = None,
+             height: Optional[int] = None, width: Optional[int] = None,
+             progress: Optional[Callable[[int, int], None]] = None, *,
+             layout: str = layouts.DRIVE, count: Optional[int] = None) -> dict:
+  """Writes a synthetic dataset in `layout`'s published form into `out_dir`, which must not exist or
+  be empty.
+
+  layout: one of layouts.NAMES ('drive', 'stare', 'chase_db1', 'hrf').
+  n_train, n_test: DRIVE only, its training and test images (default 20 each, as published).
+  count: the other layouts only (they have no training/test split), how many of the published
+    images, in published order (default all: STARE 20, CHASE_DB1 28, HRF 45; more is an error).
+  height, width: default the layout's real size (DRIVE 584x565, STARE 605x700, CHASE_DB1 960x999,
+    HRF 2336x3504, height x width).
+  progress: if given, called as progress(done, total) after each image.
+
+  Returns a summary with the layout, the image counts, the size and the vessel fraction inside the
+  field of view (first observer, all images).
+  """
+  spec = layouts.get(layout)
+  part_counts = layouts.counts(spec, n_train, n_test, count)
+  height = spec.height if height is None else height
+  width = spec.width if width is None else width
   if min(height, width) < MIN_SIDE:
     raise ValueError(f'images must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got {width}x{height}')
   out_dir = os.path.abspath(out_dir)
@@ -51,21 +92,15 @@ def generate(out_dir: str, seed: int = 0, n_train: int = 20, n_test: int = 20,
   os.makedirs(parent, exist_ok=True)
   # Build everything in a hidden sibling and rename it into place, so a crash leaves no half dataset.
   staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.partial-', dir=parent)
-  jobs = ([(TRAINING, FIRST_TRAINING_ID + i) for i in range(n_train)]
-          + [(TEST, 1 + i) for i in range(n_test)])
+  jobs = layouts.images(spec, part_counts)
   vessel_pixels = fov_pixels = 0
   try:
-    for done, (folder, image_id) in enumerate(jobs, start=1):
-      image, label, second_label, fov = render(seed, folder, image_id, height, width)
-      name = f'{image_id:02d}'
-      files = {f'images/{name}_{folder}.tif': image, f'1st_manual/{name}_manual1.gif': label,
-               f'mask/{name}_{folder}_mask.gif': fov}
-      if folder == TEST:
-        files[f'2nd_manual/{name}_manual2.gif'] = second_label
-      for relative, pixels in files.items():
-        _save(pixels, os.path.join(staging, folder, relative))
-      vessel_pixels += int(np.count_nonzero(label))
-      fov_pixels += int(np.count_nonzero(fov))
+    for done, job in enumerate(jobs, start=1):
+      maps = dict(zip(layouts.MAPS, render(seed, *job.render_key, height, width)))
+      for relative, content in job.files:
+        _write(maps[content], os.path.join(staging, relative))
+      vessel_pixels += int(np.count_nonzero(maps[layouts.LABEL]))
+      fov_pixels += int(np.count_nonzero(maps[layouts.FOV]))
       if progress is not None:
         progress(done, len(jobs))
     os.chmod(staging, 0o755)  # mkdtemp makes it private; the dataset should not be
@@ -75,5 +110,8 @@ def generate(out_dir: str, seed: int = 0, n_train: int = 20, n_test: int = 20,
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
-  return {'out_dir': out_dir, 'seed': seed, 'n_train': n_train, 'n_test': n_test,
-          'height': height, 'width': width, 'vessel_fraction': vessel_pixels / fov_pixels}
+  split = len(spec.parts) == 2
+  return {'out_dir': out_dir, 'layout': spec.name, 'seed': seed,
+          'n_train': part_counts[0] if split else None, 'n_test': part_counts[1] if split else None,
+          'count': sum(part_counts), 'height': height, 'width': width,
+          'vessel_fraction': vessel_pixels / fov_pixels}

@@ -75,7 +75,7 @@ def _zip_not_drive(tiny_drive, tmp_path):
   archive = tmp_path / 'photos.zip'
   with zipfile.ZipFile(archive, 'w') as z:
     z.writestr('holiday/beach.jpg', b'jpeg')
-  return archive, archive, 'not DRIVE'
+  return archive, archive, 'unknown layout'
 
 
 def _not_a_zip(tiny_drive, tmp_path):

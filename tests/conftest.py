@@ -29,7 +29,7 @@ def tiny_drive(tmp_path_factory):
 # What the pipeline tests run: the smoke profile keeps training to seconds.
 PIPELINE_ARGS = ('--eval-count', '1', '--profile', 'smoke')
 # The pipeline's component ids, as ML-Metadata records them.
-COMPONENTS = ['DriveExampleGen', 'ImportSchemaGen', 'StatisticsGen', 'ExampleValidator', 'DataGate',
+COMPONENTS = ['FundusExampleGen', 'ImportSchemaGen', 'StatisticsGen', 'ExampleValidator', 'DataGate',
               'Transform', 'PatchGen', 'Trainer', 'latest_blessed_model_resolver', 'Evaluator',
               'Pusher']
 

@@ -10,7 +10,7 @@ from tfx.utils import path_utils
 
 from cli import benchmark, console, history
 from cli.main import main
-from components.drive_example_gen import source
+from components.fundus_example_gen import files, layouts
 from conftest import COMPONENTS, PIPELINE_ARGS
 from pipeline import configs
 
@@ -22,16 +22,16 @@ class _OracleModel:
   """Answers with a given function of the true label; garbage outside the FOV."""
 
   def __init__(self, data, answer):
-    self.truth = {r.image.drive_path: r for r in source.list_drive([str(data)])}
+    self.truth = {r.image.rel_path: r for r in layouts.list_datasets([str(data)])}
     self.answer = answer
     self.calls = []
 
   def predict(self, png):
     record = next(r for r in self.truth.values()
-                  if source.encode_png(source.decode_file(r.image, expect_binary=False)) == png)
+                  if files.encode_png(files.decode_file(r.image, expect_binary=False)) == png)
     self.calls.append(record.image_id)
-    label = source.decode_file(record.label, expect_binary=True) / 255.0
-    outside = source.decode_file(record.fov, expect_binary=True) == 0
+    label = files.decode_file(record.label, expect_binary=True) / 255.0
+    outside = files.decode_file(record.fov, expect_binary=True) == 0
     return np.where(outside, 1.0 - label, self.answer(label)), None
 
 
@@ -100,8 +100,8 @@ def test_benchmark_gate_replays_the_recorded_evaluation(demo_run, tiny_drive, tm
   assert main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output', str(out),
                '--data', str(tiny_drive)]) == 0
   result = json.loads((out / 'gate_benchmark.json').read_text())
-  fov_pixels = sum(int((source.decode_file(r.fov, expect_binary=True) > 0).sum())
-                   for r in source.list_drive([str(tiny_drive)]) if r.folder == 'test')
+  fov_pixels = sum(int((files.decode_file(r.fov, expect_binary=True) > 0).sum())
+                   for r in layouts.list_datasets([str(tiny_drive)]) if r.split == 'test')
   assert result['metrics']['fov_pixel_count'] == fov_pixels
   capsys.readouterr()
 

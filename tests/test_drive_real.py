@@ -9,7 +9,7 @@ from PIL import Image
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from components.drive_example_gen import executor
+from components.fundus_example_gen import executor
 from conftest import REAL_DRIVE, sklearn_metrics
 from models import constants, serving, vessel_metrics
 from cli import history
@@ -78,7 +78,8 @@ def test_gate_metrics_on_real_drive_equal_sklearn(demo_run, tmp_path):
   out = tmp_path / 'gate'
   assert main(['benchmark-gate', '--pipeline-root', str(demo_run), '--output', str(out),
                '--data', REAL_DRIVE]) == 0
-  overall, _, per_image_auc = history.metric_values(str(out / 'evaluator' / 'evaluation'))
+  overall, _, per_dataset_auc, per_image_auc = history.metric_values(
+      str(out / 'evaluator' / 'evaluation'))
   [decision] = history.decisions(history.open_store(str(demo_run)))
   model = tf.saved_model.load(path_utils.serving_model_path(decision.model_uri))
   labels, scores, fov = [], [], []
@@ -93,5 +94,6 @@ def test_gate_metrics_on_real_drive_equal_sklearn(demo_run, tmp_path):
     assert per_image_auc[image_id] == pytest.approx(
         sklearn_metrics(labels[-1], scores[-1], fov[-1])[vessel_metrics.AUC], abs=1e-4)
   assert len(per_image_auc) == 20
+  assert per_dataset_auc == pytest.approx({'DRIVE': overall[vessel_metrics.AUC]}, abs=1e-9)
   assert overall == pytest.approx(sklearn_metrics(*map(np.concatenate, (labels, scores, fov))),
                                   abs=1e-4)

@@ -48,7 +48,7 @@ def test_pipeline_runs_end_to_end_and_mlmd_records_every_component(demo_run):
   runs = _node_runs(demo_run)
   assert sorted(runs) == sorted(COMPONENTS)
   assert {r.state for r in runs.values()} == {'COMPLETE'}
-  examples_uri = runs['DriveExampleGen'].outputs['examples'][0]
+  examples_uri = runs['FundusExampleGen'].outputs['examples'][0]
   counts = {s: len(_records(os.path.join(examples_uri, f'Split-{s}'))) for s in constants.SPLITS}
   assert counts == {'train': 4, 'eval': 1, 'test': 2}
   transformed_uri = runs['Transform'].outputs['transformed_examples'][0]
@@ -73,7 +73,7 @@ def test_until_runs_only_a_component_and_what_it_needs(demo_run, demo_drive, tmp
   code, out, err = _run(capsys, demo_drive, root, *PIPELINE_ARGS, '--until', 'DataGate')
   assert code == 0, err
   ran = re.findall(r'^  (\S+) +done in', out, flags=re.MULTILINE)
-  assert sorted(ran) == sorted(['DriveExampleGen', 'ImportSchemaGen', 'StatisticsGen',
+  assert sorted(ran) == sorted(['FundusExampleGen', 'ImportSchemaGen', 'StatisticsGen',
                                 'ExampleValidator', 'DataGate'])
   assert 'release gate' not in out
 
@@ -83,7 +83,7 @@ def test_serving_transform_matches_materialised_patches(demo_run):
   gives at every patch location exactly the pixels the Trainer reads."""
   runs = _node_runs(demo_run)
   raw = [tf.train.Example.FromString(r) for r in _records(
-      os.path.join(runs['DriveExampleGen'].outputs['examples'][0], 'Split-train'))][0]
+      os.path.join(runs['FundusExampleGen'].outputs['examples'][0], 'Split-train'))][0]
   image_id = raw.features.feature[constants.IMAGE_ID_KEY].bytes_list.value[0]
   encoded = {key: raw.features.feature[key].bytes_list.value[0]
              for key in (constants.IMAGE_KEY, constants.LABEL_KEY, constants.FOV_KEY)}
@@ -166,6 +166,6 @@ def test_bad_input_fails_cleanly_without_recording_examples(case, tiny_drive, tm
   assert 'Traceback' not in err
   assert not _live_artifacts(root, 'Examples')
   runs = history.latest_node_runs(history.open_store(str(root)))
-  assert [(r.node_id, r.state) for r in runs] == [('DriveExampleGen', 'FAILED')]
+  assert [(r.node_id, r.state) for r in runs] == [('FundusExampleGen', 'FAILED')]
   if before is not None:
     assert tree_digest(data) == before  # the user's data is only read

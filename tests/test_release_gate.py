@@ -98,6 +98,8 @@ def test_report_shows_the_pictures_and_the_numbers_status_shows(demo_run, tmp_pa
     assert f'{decision.metrics[key]:.4f}' in page, key
   for value in decision.per_image_auc.values():
     assert f'{value:.4f}' in page
+  assert decision.per_dataset_auc == pytest.approx({'DRIVE': decision.metrics['auc']}, abs=1e-9)
+  assert '<td>DRIVE</td>' in page
   assert 'BLESSED' in page and decision.pushed_version in page
   overlay = np.asarray(Image.open(out / next(n for n in images if n.startswith('overlay_'))))
   colours = {tuple(int(c) for c in pixel) for pixel in overlay.reshape(-1, 3)}
@@ -106,3 +108,17 @@ def test_report_shows_the_pictures_and_the_numbers_status_shows(demo_run, tmp_pa
   assert main(['report', '--pipeline-root', str(demo_run), '--run', 'nope', '-o',
                str(tmp_path / 'x')]) == 1
   assert "no evaluation in run 'nope'" in capsys.readouterr().err
+
+
+def test_status_shows_each_datasets_auc_and_the_verdict_in_one_line():
+  row = history.Decision(
+      run_id='run-1', evaluated_at='2026-12-01T00:00:00+00:00', state='COMPLETE', model_id=3,
+      model_uri='/m', baseline_model_id=None, metrics={'auc': 0.98}, auc_change=None,
+      per_dataset_auc={'DRIVE': 0.981, 'STARE': 0.975}, per_image_auc={}, blessed=True, reasons=[],
+      pushed_version='1', pushed_to='/serving/1', evaluation_uri='/e', examples_uri='/x')
+  assert 'AUC per dataset: DRIVE 0.9810, STARE 0.9750' in status.format_table([row])
+  assert status.verdict(row) == 'model 3 BLESSED (test FOV AUC 0.9800); pushed as version 1 to /serving/1'
+  rejected = dataclasses.replace(row, blessed=False, reasons=['auc 0.9800 is below the required 0.9900'],
+                                 pushed_version=None, pushed_to=None, per_dataset_auc={'DRIVE': 0.98})
+  table = status.format_table([rejected])
+  assert 'REJECTED' in table and 'why: auc 0.9800 is below' in table and 'per dataset' not in table

@@ -124,7 +124,7 @@ def test_garbage_bytes_are_a_clear_error(signatures):
 
 def test_tfma_and_transform_signatures_take_serialized_examples(signatures, demo_run):
   runs = {r.node_id: r for r in history.latest_node_runs(history.open_store(str(demo_run)))}
-  split = os.path.join(runs['DriveExampleGen'].outputs['examples'][0], 'Split-test')
+  split = os.path.join(runs['FundusExampleGen'].outputs['examples'][0], 'Split-test')
   files = [os.path.join(split, f) for f in os.listdir(split)]
   examples = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
   predicted = signatures[1]['predict_examples'](examples=tf.constant(examples))

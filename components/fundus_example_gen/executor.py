@@ -1,4 +1,4 @@
-"""Beam executor of DriveExampleGen: list and pair files up front, decode and write per split in Beam."""
+"""Beam executor of FundusExampleGen: list and pair files up front, decode and write per split in Beam."""
 import json
 from typing import Any, Dict, List
 
@@ -11,7 +11,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.components.util import examples_utils
 
-from components.drive_example_gen import source
+from components.fundus_example_gen import layouts, source
 
 _FILE_FORMAT = example_gen_pb2.FORMAT_TFRECORDS_GZIP
 
@@ -21,12 +21,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    records = source.list_drive(json.loads(exec_properties['input_paths']))
+    records = layouts.list_datasets(json.loads(exec_properties['input_paths']))
     splits = source.assign_splits(records, exec_properties['eval_count'],
                                   exec_properties['split_seed'])
     for name, split_records in splits.items():
-      logging.info('DriveExampleGen: split %s: %d images: %s', name, len(split_records),
-                   ', '.join(r.image_id for r in split_records))
+      logging.info('FundusExampleGen: split %s: %d images: %s', name, len(split_records),
+                   ', '.join(f'{r.dataset}/{r.image_id}' for r in split_records))
 
     examples = artifact_utils.get_single_instance(output_dict['examples'])
     examples.split_names = artifact_utils.encode_split_names(list(splits))

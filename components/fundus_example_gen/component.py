@@ -1,4 +1,5 @@
-"""DriveExampleGen: ingests DRIVE (folder or official zip archives) into train/eval/test tf.Examples."""
+"""FundusExampleGen: ingests fundus vessel datasets (DRIVE, STARE, CHASE_DB1, HRF as published, or
+images/ + labels/ folders; folders or zip archives) into train/eval/test tf.Examples."""
 import json
 from typing import Optional, Sequence
 
@@ -6,7 +7,7 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
 
-from components.drive_example_gen import executor
+from components.fundus_example_gen import executor
 from models import constants
 
 INPUT_PATHS_KEY = 'input_paths'
@@ -16,7 +17,7 @@ INPUT_FINGERPRINT_KEY = 'input_fingerprint'
 EXAMPLES_KEY = 'examples'
 
 
-class DriveExampleGenSpec(types.ComponentSpec):
+class FundusExampleGenSpec(types.ComponentSpec):
   PARAMETERS = {
       # JSON list of folders and/or zip archives (local paths or any tf.io.gfile URI).
       INPUT_PATHS_KEY: component_spec.ExecutionParameter(type=str),
@@ -29,17 +30,18 @@ class DriveExampleGenSpec(types.ComponentSpec):
   OUTPUTS = {EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples)}
 
 
-class DriveExampleGen(base_beam_component.BaseBeamComponent):
-  """One tf.Example per DRIVE image; splits train/eval (hold-out of training/) and test (test/)."""
+class FundusExampleGen(base_beam_component.BaseBeamComponent):
+  """One tf.Example per image; splits train/eval (a hold-out of each dataset's training images)
+  and test (each dataset's test images)."""
 
-  SPEC_CLASS = DriveExampleGenSpec
+  SPEC_CLASS = FundusExampleGenSpec
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
   def __init__(self, input_paths: Sequence[str], eval_count: int = constants.DEFAULT_EVAL_COUNT,
                split_seed: int = 0, input_fingerprint: Optional[str] = None):
-    """input_fingerprint: pass source.fingerprint(input_paths) where the data is readable at build
+    """input_fingerprint: pass files.fingerprint(input_paths) where the data is readable at build
     time (local runs); leave None where it is not (compiling for a cluster)."""
-    spec = DriveExampleGenSpec(
+    spec = FundusExampleGenSpec(
         input_paths=json.dumps(list(input_paths)), eval_count=eval_count, split_seed=split_seed,
         input_fingerprint=input_fingerprint,
         examples=types.Channel(type=standard_artifacts.Examples))

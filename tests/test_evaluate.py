@@ -1,0 +1,69 @@
+"""`retina-tfx evaluate`: an exported model on other datasets, scored per dataset and pooled with
+the gate's metrics, equal to scikit-learn on the same FOV pixels."""
+import json
+
+import numpy as np
+import pytest
+from tfx.utils import path_utils
+
+from cli import history, predict
+from cli.main import main
+from components.fundus_example_gen import files, layouts, source
+from conftest import sklearn_metrics
+from models import constants, vessel_metrics
+from synthetic_drive import dataset as synthetic
+
+
+@pytest.fixture(scope='module')
+def other_datasets(tmp_path_factory):
+  root = tmp_path_factory.mktemp('others')
+  synthetic.generate(str(root / 'STARE'), seed=4, layout='stare', count=4, height=200, width=230)
+  synthetic.generate(str(root / 'HRF'), seed=4, layout='hrf', count=3, height=180, width=270)
+  return [root / 'STARE', root / 'HRF']
+
+
+def test_evaluate_scores_each_dataset_and_all_pooled_like_sklearn(demo_run, other_datasets,
+                                                                  tmp_path, capsys):
+  [decision] = history.decisions(history.open_store(str(demo_run)))
+  model_dir = path_utils.serving_model_path(decision.model_uri)
+  out = tmp_path / 'eval'
+  assert main(['evaluate', '--model', model_dir, '--data', *map(str, other_datasets), '--all',
+               '-o', str(out)]) == 0
+  printed = capsys.readouterr().out
+  result = json.loads((out / 'evaluation.json').read_text())
+  assert set(result['datasets']) == {'STARE', 'HRF', 'all datasets'} and result['all_images']
+
+  model = predict.VesselModel(model_dir)
+  pixels = {}
+  for record in layouts.list_datasets([str(p) for p in other_datasets]):
+    decoded = source.decode_record(record)
+    probabilities, _ = model.predict(files.encode_png(decoded[constants.IMAGE_KEY]),
+                                     files.encode_png(decoded[constants.FOV_KEY]))
+    maps = (decoded[constants.LABEL_KEY] > 127, probabilities, decoded[constants.FOV_KEY] > 127)
+    for name in (record.dataset, 'all datasets'):
+      pixels.setdefault(name, []).append(maps)
+    assert result['per_image_auc'][f'{record.dataset}/{record.image_id}'] == pytest.approx(
+        sklearn_metrics(*maps)[vessel_metrics.AUC], abs=1e-4)
+  for name, maps in pixels.items():
+    expected = sklearn_metrics(*(np.concatenate([m[i].reshape(-1) for m in maps]) for i in range(3)))
+    assert result['datasets'][name]['metrics'] == pytest.approx(expected, abs=1e-4), name
+    assert result['datasets'][name]['images'] == len(maps)
+    assert f'{result["datasets"][name]["metrics"]["auc"]:.4f}' in printed
+  page = (out / 'index.html').read_text()
+  assert page.count('<figure>') == 7 and (out / 'overlay_STARE_im0001.png').exists()
+
+
+def test_evaluate_without_all_scores_the_test_splits_and_bad_data_is_one_line(
+    demo_run, other_datasets, tmp_path, capsys):
+  [decision] = history.decisions(history.open_store(str(demo_run)))
+  model_dir = path_utils.serving_model_path(decision.model_uri)
+  assert main(['evaluate', '--model', model_dir, '--data', str(other_datasets[0]),
+               '-o', str(tmp_path / 'a')]) == 0
+  result = json.loads((tmp_path / 'a' / 'evaluation.json').read_text())
+  assert list(result['datasets']) == ['STARE'] and result['datasets']['STARE']['images'] == 2
+  capsys.readouterr()
+  (tmp_path / 'photos').mkdir()
+  assert main(['evaluate', '--model', model_dir, '--data', str(tmp_path / 'photos'),
+               '-o', str(tmp_path / 'b')]) == 1
+  error = capsys.readouterr().err
+  assert error.startswith('retina-tfx: error: ') and 'Traceback' not in error
