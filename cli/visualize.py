@@ -61,13 +61,13 @@ def preprocessing_figure(rgb: np.ndarray, fov: np.ndarray, image_name: str, fov_
   output (what the model saw) or, without one, with the image's own FOV statistics."""
   import tensorflow as tf
   import tensorflow_transform as tft
-  from models import preprocessing
+  from models import preprocessing, transform
   gray = preprocessing.to_gray(rgb)
   if transform_graph_uri:
     outputs = tft.TFTransformOutput(transform_graph_uri).transform_features_layer()(
-        preprocessing.raw_features(tf.io.encode_png(rgb)))
-    mean = float(outputs[preprocessing.FOV_GRAY_MEAN_KEY][0])
-    std = float(outputs[preprocessing.FOV_GRAY_STD_KEY][0])
+        transform.raw_features(tf.io.encode_png(rgb)))
+    mean = float(outputs[transform.FOV_GRAY_MEAN_KEY][0])
+    std = float(outputs[transform.FOV_GRAY_STD_KEY][0])
     stats_source = 'train split, Transform run'
   else:
     fov_pixels = gray.numpy()[fov > 0.5]

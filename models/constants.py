@@ -9,6 +9,9 @@ IMAGE_WIDTH = 565
 # The sides the curated schema accepts (HRF, the largest public set, is 3504x2336).
 MIN_IMAGE_SIDE = 128
 MAX_IMAGE_SIDE = 8192
+# More pixels than this are refused, at ingestion before decoding (a decompression bomb costs its
+# full size in memory) and by the exported model. HRF's 3504x2336 is 8.2 M.
+MAX_IMAGE_PIXELS = 40_000_000
 
 # Raw tf.Example features written by FundusExampleGen.
 DATASET_KEY = 'dataset'          # the dataset an image comes from, e.g. b'DRIVE' (a slice key)

@@ -1,24 +1,27 @@
 """The exported SavedModel: encoded fundus images in, per-pixel vessel probabilities out.
 
-The transform graph is inside, so serving preprocesses exactly as training did, and the model runs
-fully-convolutionally on a window around the field of view (see `fov_window`), padded to the
-model's stride; the map has the input's size and is 0 outside the window (no retina there).
+The transform graph is inside, so serving preprocesses exactly as training did, at the training
+scale (models/transform.py resamples each image so its FOV is as wide as the training images'),
+and the model runs fully-convolutionally on a window around the field of view (see `fov_window`),
+padded to the model's stride; the map is resampled back to the input's size and is 0 outside the
+window (no retina there).
 
 Signatures:
   serving_default(images)              [B] PNG/JPEG/BMP/GIF bytes -> probabilities [B, H, W], fov
   serving_with_fov(images, fovs)       the same with FOV mask bytes ('' = compute from the image)
   predict_examples(examples)           serialized raw tf.Examples -> probabilities [B, H*W] (TFMA)
-  transform_features(examples)         serialized raw tf.Examples -> transformed features (dense)
-Images of one call must share a size. TIFF is not decodable by TensorFlow's own ops (DRIVE's are
+  transform_features(examples)         serialized raw tf.Examples -> their label and FOV [B, H*W]
+Images of one serving call must share a size; examples may differ (rows padded with FOV 0). An
+image may have at most constants.MAX_IMAGE_PIXELS pixels. TIFF is not decodable by TensorFlow's own ops (DRIVE's are
 LZW-compressed), so clients such as `retina-tfx predict` convert it to PNG, losslessly, first.
 """
-from typing import Dict, Optional
+from typing import Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from models import constants, preprocessing
+from models import constants, preprocessing, transform
 from models.settings import ModelConfig, model_stride
 
 PROBABILITIES_KEY = 'probabilities'
@@ -30,6 +33,7 @@ TRANSFORM_FEATURES = 'transform_features'   # serialized raw examples -> flat la
 _IMAGES = tf.TensorSpec([None], tf.string, name='images')
 _FOVS = tf.TensorSpec([None], tf.string, name='fovs')
 _EXAMPLES = tf.TensorSpec([None], tf.string, name='examples')
+_RAGGED = tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0)
 # Raw features the transform graph reads; the rest of the raw schema is not needed to serve.
 _TRANSFORM_INPUTS = (constants.IMAGE_ID_KEY, constants.IMAGE_KEY, constants.LABEL_KEY,
                      constants.FOV_KEY)
@@ -54,9 +58,10 @@ def fov_window(fov: tf.Tensor, align: int):
   return top, bottom, left, right
 
 
-def _dense(transformed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-  return {k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v
-          for k, v in transformed.items()}
+def to_size(maps: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+  """[h, w, C] -> [size[0], size[1], C] (bilinear), unchanged when it has that size already."""
+  return tf.cond(tf.reduce_all(tf.equal(tf.shape(maps)[:2], size)), lambda: maps,
+                 lambda: tf.image.resize(maps, size, method='bilinear'))
 
 
 def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str,
@@ -66,18 +71,9 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
   stride = model_stride(model_config)
   raw_spec = {k: v for k, v in tft_output.raw_feature_spec().items() if k in _TRANSFORM_INPUTS}
 
-  def image_and_fov(transformed):
-    return tuple(preprocessing.unflatten(transformed, key)
-                 for key in (constants.IMAGE_KEY, constants.FOV_KEY))
-
-  def probabilities(image, fov):
-    """Preprocessed images and their FOVs [B, H, W] -> vessel probabilities [B, H, W]. Image by
-    image, each on its own window: a map never depends on the other images of a call."""
-    # One image at a time (parallel_iterations=1): the network's activations dominate memory.
-    return tf.map_fn(lambda pair: probability_map(*pair), (image, fov),
-                     fn_output_signature=tf.float32, parallel_iterations=1)
-
   def probability_map(image, fov):
+    """One preprocessed image and its FOV [h, w] (training scale) -> vessel probabilities [h, w],
+    from the model on the FOV's window."""
     top, bottom, left, right = fov_window(fov, stride)
     window = image[tf.newaxis, top:bottom, left:right, tf.newaxis]
     height, width = bottom - top, right - left
@@ -92,12 +88,27 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
     return tf.pad(maps[0, :height, :width, 0],
                   [[top, full_height - bottom], [left, full_width - right]])
 
-  def serve_images(images, fovs: Optional[tf.Tensor]):
-    image, fov = image_and_fov(model.tft_layer(preprocessing.raw_features(images, fovs)))
-    return {PROBABILITIES_KEY: probabilities(image, fov), constants.FOV_KEY: fov}
+  def source_maps(transformed):
+    """Every row's probabilities and FOV at its source image's size, flattened: [B, None] each.
+    Image by image (one at a time: the activations dominate memory), each on its own window, so a
+    map never depends on the other images of a call."""
+    def one(row):
+      image, fov = (transform.row_map(transformed, key, row)
+                    for key in (constants.IMAGE_KEY, constants.FOV_KEY))
+      source = tf.cast(tf.stack([transformed[transform.SOURCE_HEIGHT_KEY][row],
+                                 transformed[transform.SOURCE_WIDTH_KEY][row]]), tf.int32)
+      maps = to_size(tf.stack([probability_map(image, fov), fov], axis=-1), source)
+      return tf.reshape(maps[..., 0], [-1]), tf.reshape(tf.cast(maps[..., 1] > 0.5, tf.float32), [-1])
+    rows = tf.range(tf.shape(transformed[constants.HEIGHT_KEY])[0])
+    return tf.map_fn(one, rows, fn_output_signature=(_RAGGED, _RAGGED), parallel_iterations=1)
 
-  def transform_examples(examples):
-    return model.tft_layer(tf.io.parse_example(examples, raw_spec))
+  def serve_images(images, fovs: Optional[tf.Tensor]):
+    transformed = model.tft_layer(transform.raw_features(images, fovs))
+    probabilities, fov = source_maps(transformed)
+    shape = tf.cast(tf.stack([-1, transformed[transform.SOURCE_HEIGHT_KEY][0],
+                              transformed[transform.SOURCE_WIDTH_KEY][0]]), tf.int32)
+    return {PROBABILITIES_KEY: tf.reshape(probabilities.to_tensor(), shape),
+            constants.FOV_KEY: tf.reshape(fov.to_tensor(), shape)}
 
   @tf.function(input_signature=[_IMAGES])
   def serve(images):
@@ -109,12 +120,22 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
 
   @tf.function(input_signature=[_EXAMPLES])
   def predict_examples(examples):
-    maps = probabilities(*image_and_fov(transform_examples(examples)))
-    return {PROBABILITIES_KEY: tf.reshape(maps, [tf.shape(maps)[0], -1])}
+    probabilities, _ = source_maps(model.tft_layer(tf.io.parse_example(examples, raw_spec)))
+    return {PROBABILITIES_KEY: probabilities.to_tensor()}
 
   @tf.function(input_signature=[_EXAMPLES])
   def transform_features(examples):
-    return _dense(transform_examples(examples))
+    """The examples' own label and FOV maps, flattened: what TFMA scores predict_examples against
+    (rows of a batch may differ in size: padded with FOV 0, which weighs nothing)."""
+    raw = tf.io.parse_example(examples, raw_spec)
+
+    def one(example):
+      _, fov, label = preprocessing.decode_example(*example)
+      return tf.reshape(label, [-1]), tf.reshape(fov, [-1])
+    encoded = tuple(tf.reshape(raw[key], [-1])
+                    for key in (constants.IMAGE_KEY, constants.FOV_KEY, constants.LABEL_KEY))
+    label, fov = tf.map_fn(one, encoded, fn_output_signature=(_RAGGED, _RAGGED))
+    return {constants.LABEL_KEY: label.to_tensor(), constants.FOV_KEY: fov.to_tensor()}
 
   model.save(serving_model_dir, save_format='tf', signatures={
       SERVE: serve, SERVE_WITH_FOV: serve_with_fov,

@@ -30,7 +30,7 @@ PUSHER = 'Pusher'
 
 # The code Transform and Trainer run, as function paths into the installed package: never a module
 # file, which TFX would bundle (and, for Kubeflow, upload at compile time).
-PREPROCESSING_FN = 'models.preprocessing.preprocessing_fn'
+PREPROCESSING_FN = 'models.transform.preprocessing_fn'
 RUN_FN = 'models.training.run_fn'
 
 

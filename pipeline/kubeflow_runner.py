@@ -2,7 +2,7 @@
 Pipelines v2 / Vertex AI Pipelines, offline.
 
 Components run from `image`, which has this project installed: Transform and Trainer get their
-code as function paths (`models.preprocessing.preprocessing_fn`, `models.training.run_fn`), never
+code as function paths (`models.transform.preprocessing_fn`, `models.training.run_fn`), never
 as a module file, which TFX would upload at compile time.
 """
 import dataclasses

@@ -65,7 +65,7 @@ def test_code_comes_from_the_image_as_function_paths(tmp_path):
             for name, value in spec.root.dag.tasks[task].inputs.parameters.items()}
 
   assert parameters('Trainer')['run_fn'] == 'models.training.run_fn'
-  assert parameters('Transform')['preprocessing_fn'] == 'models.preprocessing.preprocessing_fn'
+  assert parameters('Transform')['preprocessing_fn'] == 'models.transform.preprocessing_fn'
   assert 'module_file' not in parameters('Trainer') and 'module_file' not in parameters('Transform')
   assert list(tmp_path.iterdir()) == [path]   # nothing staged or uploaded beside the spec
 

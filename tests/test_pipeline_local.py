@@ -13,7 +13,7 @@ from tfx.types import artifact_utils, standard_artifacts
 
 import bad_inputs
 from conftest import COMPONENTS, PIPELINE_ARGS, copy_run, tree_digest
-from models import constants, patches, preprocessing
+from models import constants, patches, preprocessing, transform
 from cli import history
 from cli.main import main
 from components.patch_gen import component as patch_gen
@@ -89,8 +89,8 @@ def test_serving_transform_matches_materialised_patches(demo_run):
              for key in (constants.IMAGE_KEY, constants.LABEL_KEY, constants.FOV_KEY)}
   tft_output = tft.TFTransformOutput(runs['Transform'].outputs['transform_graph'][0])
   served = tft_output.transform_features_layer()(
-      preprocessing.raw_features(tf.constant([encoded[constants.IMAGE_KEY]])))
-  served_image = preprocessing.unflatten(served, constants.IMAGE_KEY)[0].numpy()
+      transform.raw_features(tf.constant([encoded[constants.IMAGE_KEY]])))
+  served_image = transform.row_map(served, constants.IMAGE_KEY, 0).numpy()
   label = preprocessing.decode_mask(encoded[constants.LABEL_KEY]).numpy()
 
   patch_records = _records(os.path.join(runs['PatchGen'].outputs['patches'][0], 'Split-train'))

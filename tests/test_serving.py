@@ -4,18 +4,19 @@ import io
 import os
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-
+from sklearn.metrics import roc_auc_score
 from tfx.utils import path_utils
 
+from cli import history, predict
+from cli.main import main
 from conftest import PIPELINE_ARGS
 from models import constants, serving
 from models.settings import model_stride
-from cli import history, predict
-from cli.main import main
 from pipeline import configs
 
 
@@ -181,3 +182,27 @@ def test_not_a_model_is_a_clear_error(tmp_path, capsys):
                str(tmp_path / 'out')])
   assert code == 1
   assert 'neither a SavedModel nor a serving folder' in capsys.readouterr().err
+
+
+def test_an_image_and_its_3x_upsampled_copy_give_maps_that_agree(signatures, demo_drive):
+  """The transform graph brings both to the training scale: the network sees nearly the same
+  pixels, and the big map, shrunk back, is the small one (scores included)."""
+  rgb = _fundus(demo_drive)
+  label = np.asarray(Image.open(demo_drive / 'test/1st_manual/01_manual1.gif').convert('L')) > 127
+  big = cv2.resize(rgb, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+  small_out, big_out = (signatures[1][serving.SERVE](images=tf.constant([_encode(image, 'PNG')]))
+                        for image in (rgb, big))
+  small_map = small_out[serving.PROBABILITIES_KEY][0].numpy()
+  big_map = big_out[serving.PROBABILITIES_KEY][0].numpy()
+  assert big_map.shape == big.shape[:2] and big_out[constants.FOV_KEY].shape == (1, *big.shape[:2])
+  back = cv2.resize(big_map, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_AREA)
+  inside = small_out[constants.FOV_KEY][0].numpy() > 0.5
+  assert np.abs(back - small_map)[inside].mean() < 0.03
+  assert roc_auc_score(label[inside], back[inside]) == pytest.approx(
+      roc_auc_score(label[inside], small_map[inside]), abs=0.01)
+
+
+def test_an_image_beyond_the_pixel_bound_is_refused(signatures):
+  huge = np.zeros((6000, 7000), np.uint8)   # 42 M pixels
+  with pytest.raises(tf.errors.InvalidArgumentError, match='more than 40,000,000 pixels'):
+    signatures[1][serving.SERVE](images=tf.constant([_encode(huge, 'PNG')]))

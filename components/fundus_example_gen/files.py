@@ -14,10 +14,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from models import constants
+
 ERROR_PREFIX = 'input error: '
-# Images above this many pixels are refused before they are decoded (a decompression bomb costs
-# its full size in memory). HRF's 3504x2336, the largest public set, is 8.2 M.
-MAX_PIXELS = 40_000_000
 
 
 class FundusInputError(ValueError):
@@ -102,9 +101,9 @@ def decode_file(ref: FileRef, expect_binary: bool) -> np.ndarray:
   try:
     with Image.open(io.BytesIO(ref.read())) as image:
       width, height = image.size
-      if width * height > MAX_PIXELS:
-        raise FundusInputError(str(ref), f'{width}x{height} pixels is more than the {MAX_PIXELS:,} '
-                               'an image may have')
+      if width * height > constants.MAX_IMAGE_PIXELS:
+        raise FundusInputError(str(ref), f'{width}x{height} pixels is more than the '
+                               f'{constants.MAX_IMAGE_PIXELS:,} an image may have')
       # PIL reads 16-bit RGB as mode RGB, keeping the high bytes: the raw mode tells.
       raw_mode = _raw_mode(image)
       if image.mode not in (('1', 'L', 'P') if expect_binary else ('RGB',)) or ';16' in raw_mode:

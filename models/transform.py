@@ -1,0 +1,121 @@
+"""Transform's preprocessing_fn: one row per image, of any size, at the training scale.
+
+Each image is decoded on its own, so a batch may mix datasets and sizes. It is resampled so that
+its field of view is as wide as the training images' FOVs are on average (a TFT analyzer over the
+train split, so the width is part of the transform graph), then preprocessed with the dataset-level
+FOV statistics (models/preprocessing.py). Images already within SCALE_TOLERANCE of that width are
+left as they are: DRIVE's own FOV widths differ by ~2 %, and resampling would only blur them. The
+exported model runs this same graph, so a photo of any resolution reaches the network at the scale
+it was trained at, and serving resamples the map back to the photo's size (models/serving.py).
+
+Maps leave Transform flattened as VarLen features with their height and width (TFT materialises
+only fixed-size dense outputs), plus the source image's size.
+"""
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models import constants, preprocessing
+from models.settings import PreprocessingConfig
+
+FOV_GRAY_MEAN_KEY = 'fov_gray_mean'
+FOV_GRAY_STD_KEY = 'fov_gray_std'
+REFERENCE_FOV_WIDTH_KEY = 'reference_fov_width'   # pixels, after the analyzer
+SOURCE_HEIGHT_KEY = 'source_height'
+SOURCE_WIDTH_KEY = 'source_width'
+SCALE_TOLERANCE = 0.1
+MIN_FOV_WIDTH = 16.0   # a narrower FOV (a crop, a failed FOV) is not resampled
+_RAGGED = tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0)
+
+
+def fov_width(fov: tf.Tensor) -> tf.Tensor:
+  """Columns holding FOV pixels: the FOV's diameter, also where the frame clips it top and bottom."""
+  return tf.reduce_sum(tf.cast(tf.reduce_any(fov > 0.5, axis=0), tf.float32))
+
+
+def scale_to(width: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
+  """The factor that brings a FOV `width` pixels wide to `reference`; 1 within the tolerance."""
+  scale = reference / tf.maximum(width, 1.0)
+  resample = (width >= MIN_FOV_WIDTH) & (tf.abs(scale - 1.0) > SCALE_TOLERANCE)
+  return tf.where(resample, scale, 1.0)
+
+
+def resample(maps: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+  """[H, W, C] -> [round(H * scale), round(W * scale), C], area-averaged when shrinking."""
+  size = tf.maximum(tf.cast(tf.round(tf.cast(tf.shape(maps)[:2], tf.float32) * scale), tf.int32), 1)
+  return tf.cond(tf.equal(scale, 1.0), lambda: maps,
+                 lambda: tf.image.resize(maps, size, method='bilinear', antialias=True))
+
+
+def raw_features(images: tf.Tensor, fovs: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+  """[batch] encoded images (and FOV masks, optional) -> the raw features the transform graph takes.
+
+  The graph needs every raw feature it was traced with: what serving lacks goes in as empty strings.
+  """
+  as_column = lambda values: tf.reshape(values, [-1, 1])
+  empty = tf.fill(tf.shape(as_column(images)), '')
+  return {constants.IMAGE_KEY: as_column(images),
+          constants.FOV_KEY: empty if fovs is None else as_column(fovs),
+          constants.LABEL_KEY: empty, constants.IMAGE_ID_KEY: empty}
+
+
+def row_map(transformed: Dict[str, Any], key: str, row: tf.Tensor) -> tf.Tensor:
+  """Row `row`'s map `key` of Transform's output (dense or sparse, padded) -> float32 [H, W]."""
+  flat = transformed[key]
+  if isinstance(flat, tf.SparseTensor):
+    flat = tf.sparse.to_dense(flat)
+  height = tf.cast(transformed[constants.HEIGHT_KEY][row], tf.int32)
+  width = tf.cast(transformed[constants.WIDTH_KEY][row], tf.int32)
+  return tf.reshape(flat[row, :height * width], [height, width])
+
+
+def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[str, Any]:
+  """tf.Transform entry point: one output row per input image, so the graph serves images too."""
+  config = PreprocessingConfig.from_custom_config(custom_config)
+  encoded = tuple(tf.reshape(inputs[key], [-1])
+                  for key in (constants.IMAGE_KEY, constants.FOV_KEY, constants.LABEL_KEY))
+
+  def decode(example):
+    gray, fov, label = preprocessing.decode_example(*example)
+    return tf.reshape(tf.stack([gray, fov, label], axis=-1), [-1]), tf.shape(gray), fov_width(fov)
+
+  size_spec = tf.TensorSpec([2], tf.int32)
+  maps, source, widths = tf.map_fn(decode, encoded,
+                                   fn_output_signature=(_RAGGED, size_spec, tf.float32))
+  # Pass 1: the mean FOV width of the training images is the training scale.
+  reference = tft.mean(widths, name='reference_fov_width')
+
+  def normalise(row):
+    flat, shape, width = row
+    resampled = resample(tf.reshape(flat, tf.concat([shape, [3]], 0)), scale_to(width, reference))
+    gray, fov, label = (resampled[..., 0], tf.cast(resampled[..., 1] > 0.5, tf.float32),
+                        tf.cast(resampled[..., 2] > 0.5, tf.float32))
+    return tuple(tf.reshape(m, [-1]) for m in (gray, fov, label)) + (tf.shape(gray),)
+
+  gray, fov, label, size = tf.map_fn(normalise, (maps, source, widths),
+                                     fn_output_signature=(_RAGGED, _RAGGED, _RAGGED, size_spec))
+  # Pass 2: dataset-level standardisation statistics of FOV pixels, at the training scale.
+  fov_pixels = tf.boolean_mask(gray.flat_values, fov.flat_values > 0.5)
+  mean = tft.mean(fov_pixels, name='fov_gray_mean')
+  std = tf.sqrt(tft.var(fov_pixels, name='fov_gray_var'))
+  image = tf.map_fn(
+      lambda row: tf.reshape(preprocessing.preprocess_image(
+          tf.reshape(row[0], row[1]), mean, std, config), [-1]),
+      (gray, size), fn_output_signature=_RAGGED)
+  per_image = lambda value: tf.fill(tf.shape(widths), value)
+  as_int64 = lambda sizes, axis: tf.cast(sizes[:, axis], tf.int64)
+  return {
+      constants.IMAGE_ID_KEY: inputs[constants.IMAGE_ID_KEY],
+      constants.IMAGE_KEY: image.to_sparse(),
+      constants.LABEL_KEY: label.to_sparse(),
+      constants.FOV_KEY: fov.to_sparse(),
+      constants.HEIGHT_KEY: as_int64(size, 0),
+      constants.WIDTH_KEY: as_int64(size, 1),
+      SOURCE_HEIGHT_KEY: as_int64(source, 0),
+      SOURCE_WIDTH_KEY: as_int64(source, 1),
+      # The analyzers' results, so tools can show the steps exactly as the pipeline ran them.
+      REFERENCE_FOV_WIDTH_KEY: per_image(reference),
+      FOV_GRAY_MEAN_KEY: per_image(mean),
+      FOV_GRAY_STD_KEY: per_image(std),
+  }

@@ -1,0 +1,104 @@
+"""Transform's preprocessing_fn: one row per image of any size, resampled to the training scale
+(the train split's mean FOV width), standardised with dataset-level FOV statistics."""
+import tempfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+from models import constants, preprocessing, settings, transform
+
+CONFIG = settings.PreprocessingConfig()
+
+
+def _fundus(seed, height=64, width=72, radius=None):
+  """A bright noisy disc (the FOV) on black; its diameter is 2 * radius."""
+  rng = np.random.default_rng(seed)
+  radius = radius or min(height, width) / 2 - 2
+  yy, xx = np.mgrid[:height, :width]
+  disc = ((yy - height / 2 + 0.5) ** 2 + (xx - width / 2 + 0.5) ** 2) < radius ** 2
+  rgb = rng.integers(90, 220, (height, width, 3)) * disc[..., None]
+  return rgb.astype(np.uint8), disc.astype(np.uint8) * 255
+
+
+def _png(pixels):
+  return tf.io.encode_png(pixels if pixels.ndim == 3 else pixels[..., None]).numpy()
+
+
+def _rows(images, labels):
+  return [{constants.IMAGE_ID_KEY: [str(i).encode()], constants.IMAGE_KEY: [_png(rgb)],
+           constants.FOV_KEY: [_png(fov)], constants.LABEL_KEY: [_png(label)]}
+          for i, ((rgb, fov), label) in enumerate(zip(images, labels))]
+
+
+def _transform(rows):
+  spec = {key: tf.io.FixedLenFeature([1], tf.string) for key in (
+      constants.IMAGE_ID_KEY, constants.IMAGE_KEY, constants.LABEL_KEY, constants.FOV_KEY)}
+  metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+  with tft_beam.Context(temp_dir=tempfile.mkdtemp(), desired_batch_size=len(rows)):
+    (transformed, _), _ = ((rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+        transform.preprocessing_fn))
+  return transformed
+
+
+def _labels(images):
+  return [(np.random.default_rng(9).random(fov.shape) > 0.8).astype(np.uint8) * 255
+          for _, fov in images]
+
+
+def test_images_at_the_training_scale_keep_their_pixels_and_share_dataset_statistics():
+  images = [_fundus(seed) for seed in range(3)]
+  labels = _labels(images)
+  transformed = _transform(_rows(images, labels))
+  assert len(transformed) == len(images)
+  fov_gray = np.concatenate([preprocessing.to_gray(rgb).numpy()[fov > 0] for rgb, fov in images])
+  for row, (rgb, fov), label in zip(transformed, images, labels):
+    assert row[transform.FOV_GRAY_MEAN_KEY] == pytest.approx(fov_gray.mean(), rel=1e-5)
+    assert row[transform.FOV_GRAY_STD_KEY] == pytest.approx(fov_gray.std(), rel=1e-4)
+    assert (row[constants.HEIGHT_KEY], row[constants.WIDTH_KEY]) == fov.shape
+    assert (row[transform.SOURCE_HEIGHT_KEY], row[transform.SOURCE_WIDTH_KEY]) == fov.shape
+    expected = preprocessing.preprocess_image(preprocessing.to_gray(rgb), fov_gray.mean(),
+                                              fov_gray.std(), CONFIG).numpy()
+    np.testing.assert_allclose(row[constants.IMAGE_KEY].reshape(fov.shape), expected, atol=1e-5)
+    np.testing.assert_array_equal(row[constants.LABEL_KEY].reshape(fov.shape), label / 255)
+    np.testing.assert_array_equal(row[constants.FOV_KEY].reshape(fov.shape), fov / 255)
+
+
+def test_images_of_other_scales_and_sizes_in_one_batch_are_resampled_to_the_mean_fov_width():
+  # FOV widths 40, 44 (within 10 %: kept) and 120 (3x: resampled), of three different sizes.
+  images = [_fundus(0, 48, 50, radius=20), _fundus(1, 50, 46, radius=22),
+            _fundus(2, 130, 150, radius=60)]
+  transformed = _transform(_rows(images, _labels(images)))
+  widths = [float((fov > 0).any(axis=0).sum()) for _, fov in images]
+  reference = np.mean(widths)
+  for row, (rgb, fov), width in zip(transformed, images, widths):
+    assert row[transform.REFERENCE_FOV_WIDTH_KEY] == pytest.approx(reference)
+    assert (row[transform.SOURCE_HEIGHT_KEY], row[transform.SOURCE_WIDTH_KEY]) == fov.shape
+    scale = reference / width if abs(reference / width - 1) > transform.SCALE_TOLERANCE else 1.0
+    size = (row[constants.HEIGHT_KEY], row[constants.WIDTH_KEY])
+    assert size == tuple(round(side * scale) for side in fov.shape)
+    for key in (constants.IMAGE_KEY, constants.LABEL_KEY, constants.FOV_KEY):
+      assert row[key].size == size[0] * size[1], key
+    resampled_fov = row[constants.FOV_KEY].reshape(size)
+    assert set(np.unique(resampled_fov)) <= {0.0, 1.0}
+    assert abs(resampled_fov.any(axis=0).sum() - width * scale) <= 2
+
+
+@pytest.mark.parametrize('width, reference, scale', [
+    (540, 540, 1.0), (500, 540, 1.0), (590, 540, 1.0),   # within 10 %: left alone
+    (1620, 540, 1 / 3), (270, 540, 2.0),
+    (10, 540, 1.0),                                       # no usable FOV: left alone
+])
+def test_scale_to_the_reference_width(width, reference, scale):
+  assert float(transform.scale_to(tf.constant(float(width)), tf.constant(float(reference)))) == \
+      pytest.approx(scale)
+
+
+def test_raw_features_for_serving_fill_what_serving_lacks():
+  features = transform.raw_features(tf.constant([b'a', b'b']))
+  assert features[constants.IMAGE_KEY].shape == (2, 1)
+  assert features[constants.FOV_KEY].numpy().tolist() == [[b''], [b'']]
+  given = transform.raw_features(tf.constant([b'a']), tf.constant([b'm']))
+  assert given[constants.FOV_KEY].numpy().tolist() == [[b'm']]
