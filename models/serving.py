@@ -35,8 +35,8 @@ _FOVS = tf.TensorSpec([None], tf.string, name='fovs')
 _EXAMPLES = tf.TensorSpec([None], tf.string, name='examples')
 _RAGGED = tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0)
 # Raw features the transform graph reads; the rest of the raw schema is not needed to serve.
-_TRANSFORM_INPUTS = (constants.IMAGE_ID_KEY, constants.IMAGE_KEY, constants.LABEL_KEY,
-                     constants.FOV_KEY)
+_TRANSFORM_INPUTS = (constants.DATASET_KEY, constants.IMAGE_ID_KEY, constants.IMAGE_KEY,
+                     constants.LABEL_KEY, constants.FOV_KEY)
 
 
 def fov_window(fov: tf.Tensor, align: int):

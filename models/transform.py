@@ -57,7 +57,7 @@ def raw_features(images: tf.Tensor, fovs: Optional[tf.Tensor] = None) -> Dict[st
   empty = tf.fill(tf.shape(as_column(images)), '')
   return {constants.IMAGE_KEY: as_column(images),
           constants.FOV_KEY: empty if fovs is None else as_column(fovs),
-          constants.LABEL_KEY: empty, constants.IMAGE_ID_KEY: empty}
+          constants.LABEL_KEY: empty, constants.IMAGE_ID_KEY: empty, constants.DATASET_KEY: empty}
 
 
 def row_map(transformed: Dict[str, Any], key: str, row: tf.Tensor) -> tf.Tensor:
@@ -106,6 +106,7 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[s
   per_image = lambda value: tf.fill(tf.shape(widths), value)
   as_int64 = lambda sizes, axis: tf.cast(sizes[:, axis], tf.int64)
   return {
+      constants.DATASET_KEY: inputs[constants.DATASET_KEY],   # PatchGen balances the datasets
       constants.IMAGE_ID_KEY: inputs[constants.IMAGE_ID_KEY],
       constants.IMAGE_KEY: image.to_sparse(),
       constants.LABEL_KEY: label.to_sparse(),

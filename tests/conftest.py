@@ -36,10 +36,19 @@ COMPONENTS = ['FundusExampleGen', 'ImportSchemaGen', 'StatisticsGen', 'ExampleVa
 
 @pytest.fixture(scope='session')
 def demo_drive(tmp_path_factory):
-  """Full DRIVE geometry (the schema pins it), few images to keep runs short."""
+  """DRIVE's layout and size, few images to keep runs short."""
   out = tmp_path_factory.mktemp('demo') / 'DRIVE'
   dataset.generate(str(out), seed=3, n_train=5, n_test=2)
   return out
+
+
+@pytest.fixture(scope='session')
+def demo_data(demo_drive, tmp_path_factory):
+  """What demo_run ingests: demo_drive and a 4-image STARE (its own layout, size and computed
+  FOVs), so every run the tests inspect mixes two datasets and two image sizes."""
+  stare = tmp_path_factory.mktemp('demo') / 'STARE'
+  dataset.generate(str(stare), seed=3, layout='stare', count=4)
+  return [str(demo_drive), str(stare)]
 
 
 def pytest_collection_modifyitems(items):
@@ -50,11 +59,11 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope='session')
-def demo_run(demo_drive, tmp_path_factory):
+def demo_run(demo_data, tmp_path_factory):
   """One in-memory run of the whole pipeline; the tests that inspect artifacts share it."""
   from cli.main import main
   root = tmp_path_factory.mktemp('run') / 'root'
-  assert main(['run', '--data', str(demo_drive), '--pipeline-root', str(root),
+  assert main(['run', '--data', *demo_data, '--pipeline-root', str(root),
                *PIPELINE_ARGS]) == 0
   return root
 

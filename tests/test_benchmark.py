@@ -46,7 +46,7 @@ def test_scores_pool_fov_pixels_of_the_test_images_only(tiny_drive):
 
 
 def test_benchmark_reruns_from_the_cache_and_leaves_scores_a_row_and_a_release(
-    demo_run, demo_drive, tmp_path, capsys):
+    demo_run, demo_data, tmp_path, capsys):
   # The output folder starts as a copy of demo_run's pipeline root and serving folder. Same data,
   # same settings: the run reuses every artifact up to the model from the cache, and the gate
   # re-judges that model against itself, the latest blessed model, and pushes it again.
@@ -55,7 +55,7 @@ def test_benchmark_reruns_from_the_cache_and_leaves_scores_a_row_and_a_release(
   (out / demo_run.name).rename(out / 'pipeline_root')
   table = tmp_path / 'BENCHMARKS.md'
   table.write_text('# Benchmarks\n')
-  args = ['benchmark', '--data', str(demo_drive), '--output', str(out),
+  args = ['benchmark', '--data', *demo_data, '--output', str(out),
           '--benchmarks-file', str(table), *PIPELINE_ARGS]
   assert main(args) == 0, capsys.readouterr().err
   printed = capsys.readouterr().out
@@ -72,7 +72,7 @@ def test_benchmark_reruns_from_the_cache_and_leaves_scores_a_row_and_a_release(
   assert result['model'] == path_utils.serving_model_path(demo_decision.model_uri)
   assert sorted(os.listdir(out / configs.SERVING_DIR)) == ['1', '2']   # its second release
   assert (out / configs.SERVING_DIR / '2' / 'saved_model.pb').exists()
-  assert result['scores']['images'] == 2 and 0 <= result['scores']['auc_roc'] <= 1
+  assert result['scores']['images'] == 2 + 2 and 0 <= result['scores']['auc_roc'] <= 1  # DRIVE, STARE
   # The Evaluator (TFMA) and this scoring agree on the same test pixels. Not exactly: predict here
   # computes each FOV from its image, as a user's call does, so the model's window may differ.
   assert result['evaluator']['auc'] == pytest.approx(result['scores']['auc_roc'], abs=1e-3)

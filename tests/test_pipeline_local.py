@@ -25,7 +25,8 @@ SMOKE = configs.PROFILES['smoke']
 
 
 def _run(capsys, data, root, *extra):
-  code = main(['run', '--data', str(data), '--pipeline-root', str(root), *extra])
+  paths = [str(path) for path in (data if isinstance(data, list) else [data])]
+  code = main(['run', '--data', *paths, '--pipeline-root', str(root), *extra])
   out, err = capsys.readouterr()
   return code, out, err
 
@@ -50,27 +51,36 @@ def test_pipeline_runs_end_to_end_and_mlmd_records_every_component(demo_run):
   assert {r.state for r in runs.values()} == {'COMPLETE'}
   examples_uri = runs['FundusExampleGen'].outputs['examples'][0]
   counts = {s: len(_records(os.path.join(examples_uri, f'Split-{s}'))) for s in constants.SPLITS}
-  assert counts == {'train': 4, 'eval': 1, 'test': 2}
+  # DRIVE: 5 training images (1 held out), 2 test; STARE: 4 images, 2 for test, 1 held out.
+  assert counts == {'train': 4 + 1, 'eval': 1 + 1, 'test': 2 + 2}
   transformed_uri = runs['Transform'].outputs['transformed_examples'][0]
   assert {s: len(_records(os.path.join(transformed_uri, f'Split-{s}'))) for s in constants.SPLITS} \
-      == counts  # one output row per image
+      == counts  # one output row per image, images of two sizes
+  # Each dataset gets half of a split's patches, however many images it has.
   patches_uri = runs['PatchGen'].outputs['patches'][0]
-  assert {s: len(_records(os.path.join(patches_uri, f'Split-{s}'))) for s in ('train', 'eval')} == {
-      'train': 4 * SMOKE.patches.per_image, 'eval': SMOKE.patches.per_image}
+  for split, images in (('train', {b'DRIVE': 4, b'STARE': 1}), ('eval', {b'DRIVE': 1, b'STARE': 1})):
+    parsed = patches.parse(tf.constant(_records(os.path.join(patches_uri, f'Split-{split}'))),
+                           SMOKE.patches.size)
+    image_ids = parsed[constants.IMAGE_ID_KEY].numpy()
+    per_dataset = {dataset: sum(image_id.startswith(b'im') == (dataset == b'STARE')
+                                for image_id in image_ids) for dataset in images}
+    share = SMOKE.patches.per_image * sum(images.values()) / 2
+    assert all(abs(count - share) <= images[d] for d, count in per_dataset.items()), per_dataset
 
 
 def test_patch_files_mix_the_images(demo_run):
   """Any stretch of the patch file is a draw from all images: the Trainer's shuffle buffer is
   smaller than one image's patches, so image-by-image files would give one-image batches."""
   uri = _node_runs(demo_run)['PatchGen'].outputs['patches'][0]
-  first = patches.parse(tf.constant(_records(os.path.join(uri, 'Split-train'))[:SMOKE.patches.per_image]),
-                        SMOKE.patches.size)
-  assert len(set(first[constants.IMAGE_ID_KEY].numpy())) == 4
+  first = patches.parse(
+      tf.constant(_records(os.path.join(uri, 'Split-train'))[:SMOKE.patches.per_image]),
+      SMOKE.patches.size)
+  assert len(set(first[constants.IMAGE_ID_KEY].numpy())) == 5
 
 
-def test_until_runs_only_a_component_and_what_it_needs(demo_run, demo_drive, tmp_path, capsys):
+def test_until_runs_only_a_component_and_what_it_needs(demo_run, demo_data, tmp_path, capsys):
   root = copy_run(demo_run, tmp_path)
-  code, out, err = _run(capsys, demo_drive, root, *PIPELINE_ARGS, '--until', 'DataGate')
+  code, out, err = _run(capsys, demo_data, root, *PIPELINE_ARGS, '--until', 'DataGate')
   assert code == 0, err
   ran = re.findall(r'^  (\S+) +done in', out, flags=re.MULTILINE)
   assert sorted(ran) == sorted(['FundusExampleGen', 'ImportSchemaGen', 'StatisticsGen',
@@ -80,30 +90,35 @@ def test_until_runs_only_a_component_and_what_it_needs(demo_run, demo_drive, tmp
 
 def test_serving_transform_matches_materialised_patches(demo_run):
   """No training/serving skew: the transform graph, fed only the raw image as serving will feed it,
-  gives at every patch location exactly the pixels the Trainer reads."""
+  gives at every patch location exactly the pixels the Trainer reads (for STARE, whose FOV
+  ingestion computed, too)."""
   runs = _node_runs(demo_run)
-  raw = [tf.train.Example.FromString(r) for r in _records(
-      os.path.join(runs['FundusExampleGen'].outputs['examples'][0], 'Split-train'))][0]
-  image_id = raw.features.feature[constants.IMAGE_ID_KEY].bytes_list.value[0]
-  encoded = {key: raw.features.feature[key].bytes_list.value[0]
-             for key in (constants.IMAGE_KEY, constants.LABEL_KEY, constants.FOV_KEY)}
+  raws = [tf.train.Example.FromString(r) for r in _records(
+      os.path.join(runs['FundusExampleGen'].outputs['examples'][0], 'Split-train'))]
   tft_output = tft.TFTransformOutput(runs['Transform'].outputs['transform_graph'][0])
-  served = tft_output.transform_features_layer()(
-      transform.raw_features(tf.constant([encoded[constants.IMAGE_KEY]])))
-  served_image = transform.row_map(served, constants.IMAGE_KEY, 0).numpy()
-  label = preprocessing.decode_mask(encoded[constants.LABEL_KEY]).numpy()
-
   patch_records = _records(os.path.join(runs['PatchGen'].outputs['patches'][0], 'Split-train'))
   parsed = patches.parse(tf.constant(patch_records), SMOKE.patches.size)
-  mine = np.flatnonzero(parsed[constants.IMAGE_ID_KEY].numpy() == image_id)
-  assert len(mine) == SMOKE.patches.per_image
-  size = SMOKE.patches.size
-  for i in mine:
-    row, col = int(parsed[patches.ROW_KEY][i]), int(parsed[patches.COL_KEY][i])
-    window = np.s_[row:row + size, col:col + size]
-    np.testing.assert_allclose(parsed[constants.IMAGE_KEY][i, ..., 0].numpy(), served_image[window],
-                               rtol=0, atol=1e-5)
-    np.testing.assert_array_equal(parsed[constants.LABEL_KEY][i, ..., 0].numpy(), label[window])
+  per_image = patch_gen_executor.patches_per_dataset({b'DRIVE': 4, b'STARE': 1},
+                                                     SMOKE.patches.per_image)
+  for dataset in (b'DRIVE', b'STARE'):
+    raw = next(r for r in raws if r.features.feature[constants.DATASET_KEY].bytes_list.value[0]
+               == dataset)
+    image_id = raw.features.feature[constants.IMAGE_ID_KEY].bytes_list.value[0]
+    encoded = {key: raw.features.feature[key].bytes_list.value[0]
+               for key in (constants.IMAGE_KEY, constants.LABEL_KEY)}
+    served = tft_output.transform_features_layer()(
+        transform.raw_features(tf.constant([encoded[constants.IMAGE_KEY]])))
+    served_image = transform.row_map(served, constants.IMAGE_KEY, 0).numpy()
+    label = preprocessing.decode_mask(encoded[constants.LABEL_KEY]).numpy()
+    mine = np.flatnonzero(parsed[constants.IMAGE_ID_KEY].numpy() == image_id)
+    assert len(mine) == per_image[dataset]
+    size = SMOKE.patches.size
+    for i in mine:
+      row, col = int(parsed[patches.ROW_KEY][i]), int(parsed[patches.COL_KEY][i])
+      window = np.s_[row:row + size, col:col + size]
+      np.testing.assert_allclose(parsed[constants.IMAGE_KEY][i, ..., 0].numpy(),
+                                 served_image[window], rtol=0, atol=1e-5)
+      np.testing.assert_array_equal(parsed[constants.LABEL_KEY][i, ..., 0].numpy(), label[window])
 
 
 def test_multi_processing_beam_gives_the_same_patches(demo_run, tmp_path):

@@ -29,7 +29,7 @@ def _versions(serving_dir):
   return sorted(os.listdir(serving_dir)) if os.path.isdir(serving_dir) else []
 
 
-def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo_drive, tmp_path,
+def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo_data, tmp_path,
                                                                   capsys):
   serving_dir = demo_run.parent / configs.SERVING_DIR
   [first] = _decisions(demo_run)
@@ -42,7 +42,7 @@ def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo
   root = copy_run(demo_run, tmp_path)
   one_step = dataclasses.replace(SMOKE, min_auc=0.0, training=dataclasses.replace(
       SMOKE.training, epochs=1, steps_per_epoch=1))
-  local_runner.run([str(demo_drive)], str(root), one_step, str(root.parent / configs.SERVING_DIR),
+  local_runner.run(demo_data, str(root), one_step, str(root.parent / configs.SERVING_DIR),
                    eval_count=1)
   first_again, second = _decisions(root)
   assert first_again == first
@@ -80,6 +80,14 @@ def test_gate_metrics_equal_sklearn_on_the_fov_pixels(demo_run):
   for i, image_id in enumerate(image_ids):
     assert decision.per_image_auc[image_id] == pytest.approx(
         sklearn_metrics(labels[i], scores[i], fov[i])['auc'], abs=1e-4)
+  # Per dataset (DRIVE and STARE): the same metric on that dataset's rows alone.
+  datasets = np.array([tf.train.Example.FromString(e).features.feature[constants.DATASET_KEY]
+                       .bytes_list.value[0].decode() for e in examples.numpy()])
+  for name, auc in decision.per_dataset_auc.items():
+    rows = datasets == name
+    assert auc == pytest.approx(sklearn_metrics(labels[rows], scores[rows], fov[rows])['auc'],
+                                abs=1e-4)
+  assert set(decision.per_dataset_auc) == {'DRIVE', 'STARE'}
 
 
 def test_report_shows_the_pictures_and_the_numbers_status_shows(demo_run, tmp_path, capsys):
@@ -98,8 +106,9 @@ def test_report_shows_the_pictures_and_the_numbers_status_shows(demo_run, tmp_pa
     assert f'{decision.metrics[key]:.4f}' in page, key
   for value in decision.per_image_auc.values():
     assert f'{value:.4f}' in page
-  assert decision.per_dataset_auc == pytest.approx({'DRIVE': decision.metrics['auc']}, abs=1e-9)
-  assert '<td>DRIVE</td>' in page
+  assert set(decision.per_dataset_auc) == {'DRIVE', 'STARE'}
+  for name, value in decision.per_dataset_auc.items():
+    assert f'<td>{name}</td><td>{value:.4f}</td>' in page
   assert 'BLESSED' in page and decision.pushed_version in page
   overlay = np.asarray(Image.open(out / next(n for n in images if n.startswith('overlay_'))))
   colours = {tuple(int(c) for c in pixel) for pixel in overlay.reshape(-1, 3)}

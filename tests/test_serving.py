@@ -128,17 +128,22 @@ def test_tfma_and_transform_signatures_take_serialized_examples(signatures, demo
   split = os.path.join(runs['FundusExampleGen'].outputs['examples'][0], 'Split-test')
   files = [os.path.join(split, f) for f in os.listdir(split)]
   examples = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
-  predicted = signatures[1]['predict_examples'](examples=tf.constant(examples))
-  transformed = signatures[1]['transform_features'](examples=tf.constant(examples))
-  pixels = constants.IMAGE_HEIGHT * constants.IMAGE_WIDTH
-  assert predicted[serving.PROBABILITIES_KEY].shape == (len(examples), pixels)
-  assert transformed[constants.LABEL_KEY].shape == (len(examples), pixels)
-  assert transformed[constants.FOV_KEY].shape == (len(examples), pixels)
-  # An image's map does not depend on the other images of the call (TFMA batches as it likes).
-  for i, example in enumerate(examples):
-    alone = signatures[1]['predict_examples'](examples=tf.constant([example]))
+  predicted = signatures[1][serving.PREDICT_EXAMPLES](examples=tf.constant(examples))
+  transformed = signatures[1][serving.TRANSFORM_FEATURES](examples=tf.constant(examples))
+  # Two datasets, two sizes: every row as long as the largest image, padded with FOV 0.
+  sizes = [tf.train.Example.FromString(e).features.feature for e in examples]
+  sizes = [f[constants.HEIGHT_KEY].int64_list.value[0] * f[constants.WIDTH_KEY].int64_list.value[0]
+           for f in sizes]
+  assert len(set(sizes)) == 2
+  for key, maps in ((serving.PROBABILITIES_KEY, predicted), (constants.LABEL_KEY, transformed),
+                    (constants.FOV_KEY, transformed)):
+    assert maps[key].shape == (len(examples), max(sizes)), key
+  for i, pixels in enumerate(sizes):
+    assert not transformed[constants.FOV_KEY][i, pixels:].numpy().any()
+    # An image's map does not depend on the other images of the call (TFMA batches as it likes).
+    alone = signatures[1][serving.PREDICT_EXAMPLES](examples=tf.constant([examples[i]]))
     np.testing.assert_array_equal(alone[serving.PROBABILITIES_KEY][0],
-                                  predicted[serving.PROBABILITIES_KEY][i])
+                                  predicted[serving.PROBABILITIES_KEY][i, :pixels])
 
 
 def test_predict_cli_writes_maps_and_overlays_for_tiff_and_png(saved_model, demo_drive, tmp_path,

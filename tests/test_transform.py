@@ -28,14 +28,16 @@ def _png(pixels):
 
 
 def _rows(images, labels):
-  return [{constants.IMAGE_ID_KEY: [str(i).encode()], constants.IMAGE_KEY: [_png(rgb)],
+  return [{constants.DATASET_KEY: [b'test'], constants.IMAGE_ID_KEY: [str(i).encode()],
+           constants.IMAGE_KEY: [_png(rgb)],
            constants.FOV_KEY: [_png(fov)], constants.LABEL_KEY: [_png(label)]}
           for i, ((rgb, fov), label) in enumerate(zip(images, labels))]
 
 
 def _transform(rows):
   spec = {key: tf.io.FixedLenFeature([1], tf.string) for key in (
-      constants.IMAGE_ID_KEY, constants.IMAGE_KEY, constants.LABEL_KEY, constants.FOV_KEY)}
+      constants.DATASET_KEY, constants.IMAGE_ID_KEY, constants.IMAGE_KEY, constants.LABEL_KEY,
+      constants.FOV_KEY)}
   metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
   with tft_beam.Context(temp_dir=tempfile.mkdtemp(), desired_batch_size=len(rows)):
     (transformed, _), _ = ((rows, metadata) | tft_beam.AnalyzeAndTransformDataset(

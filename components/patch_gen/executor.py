@@ -1,5 +1,6 @@
 """PatchGen executor: a Beam FlatMap from each preprocessed image to its patches, then a seeded mix
 of the patches of all images before they are written."""
+import collections
 import hashlib
 import json
 import os
@@ -29,12 +30,13 @@ def _map(features, key: str, height: int, width: int) -> np.ndarray:
   return np.asarray(features[key].float_list.value, np.float32).reshape(height, width)
 
 
-def extract_patches(serialized: bytes, patches_per_image: int, patch_size: int, seed: int
+def extract_patches(serialized: bytes, per_image: Dict[bytes, int], patch_size: int, seed: int
                     ) -> Iterator[bytes]:
-  """`patches_per_image` windows whose centre pixel lies inside the FOV, seeded by (seed, image id),
-  so the result does not depend on how Beam distributes the images."""
+  """per_image[the image's dataset] windows whose centre pixel lies inside the FOV, seeded by
+  (seed, image id), so the result does not depend on how Beam distributes the images."""
   features = tf.train.Example.FromString(serialized).features.feature
   image_id = features[constants.IMAGE_ID_KEY].bytes_list.value[0]
+  patches_per_image = per_image[features[constants.DATASET_KEY].bytes_list.value[0]]
   height = features[constants.HEIGHT_KEY].int64_list.value[0]
   width = features[constants.WIDTH_KEY].int64_list.value[0]
   image, label, fov = (_map(features, key, height, width) for key in patches.MAP_KEYS)
@@ -87,18 +89,40 @@ def group_count(patch_count: int) -> int:
   return max(1, -(-patch_count // MIX_GROUP_SIZE))
 
 
+def _records(pattern: str):
+  return tf.data.TFRecordDataset(tf.io.gfile.glob(pattern), compression_type='GZIP')
+
+
 def count_records(pattern: str) -> int:
-  files = tf.io.gfile.glob(pattern)
-  return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type='GZIP'))
+  return sum(1 for _ in _records(pattern))
 
 
-def check_patch_count(split: str, images: int, patches_per_image: int, written: int) -> None:
-  """Every image gives exactly patches_per_image patches: anything else is data a runner lost or
-  duplicated, and must not reach the Trainer silently."""
-  if written != images * patches_per_image:
-    raise RuntimeError(
-        f'PatchGen: split {split!r}: {written} patches written, expected {images * patches_per_image} '
-        f'({images} images x {patches_per_image}): the Beam runner lost or duplicated patches')
+def images_per_dataset(pattern: str) -> Dict[bytes, int]:
+  """How many of the transformed examples at `pattern` come from each dataset."""
+  counts = collections.Counter(
+      tf.train.Example.FromString(record.numpy()).features.feature[constants.DATASET_KEY]
+      .bytes_list.value[0] for record in _records(pattern))
+  return dict(sorted(counts.items()))
+
+
+def patches_per_dataset(images: Dict[bytes, int], patches_per_image: int) -> Dict[bytes, int]:
+  """Patches per image of each dataset: every dataset gets an equal share of the split's
+  patches_per_image x images, spread evenly over its images, so a dataset of few images weighs as
+  much in training as one of many (one dataset: patches_per_image exactly)."""
+  share = patches_per_image * sum(images.values()) / len(images)
+  return {dataset: max(1, round(share / count)) for dataset, count in images.items()}
+
+
+def check_patch_count(split: str, images: Dict[bytes, int], per_image: Dict[bytes, int],
+                      written: int) -> None:
+  """Every image gives exactly its dataset's patches per image: anything else is data a runner lost
+  or duplicated, and must not reach the Trainer silently."""
+  expected = sum(count * per_image[dataset] for dataset, count in images.items())
+  if written != expected:
+    detail = ', '.join(f'{dataset.decode()}: {count} images x {per_image[dataset]}'
+                       for dataset, count in images.items())
+    raise RuntimeError(f'PatchGen: split {split!r}: {written} patches written, expected {expected} '
+                       f'({detail}): the Beam runner lost or duplicated patches')
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -115,18 +139,22 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     inputs = {split: os.path.join(artifact_utils.get_split_uri([transformed], split), '*')
               for split in splits}
     outputs = {split: artifact_utils.get_split_uri([output], split) for split in splits}
-    images = {split: count_records(inputs[split]) for split in splits}
+    images = {split: images_per_dataset(inputs[split]) for split in splits}
+    per_image = {split: patches_per_dataset(images[split], patches_per_image) for split in splits}
+    for split in splits:
+      logging.info('PatchGen: split %s: patches per image %s', split,
+                   {dataset.decode(): count for dataset, count in per_image[split].items()})
     with self._make_beam_pipeline() as pipeline:
       for split in splits:
+        total = sum(count * per_image[split][d] for d, count in images[split].items())
         _ = (pipeline
              | f'Read[{split}]' >> beam.io.ReadFromTFRecord(inputs[split])
-             | f'Extract[{split}]' >> beam.FlatMap(extract_patches, patches_per_image, patch_size,
+             | f'Extract[{split}]' >> beam.FlatMap(extract_patches, per_image[split], patch_size,
                                                    exec_properties['seed'])
-             | f'Mix[{split}]' >> MixPatches(exec_properties['seed'],
-                                             group_count(images[split] * patches_per_image))
+             | f'Mix[{split}]' >> MixPatches(exec_properties['seed'], group_count(total))
              | f'WriteSplit[{split}]' >> write_split.WriteSplit(outputs[split], _FILE_FORMAT))
     for split in splits:
-      check_patch_count(split, images[split], patches_per_image,
+      check_patch_count(split, images[split], per_image[split],
                         count_records(os.path.join(outputs[split], '*')))
     examples_utils.set_payload_format(output, example_gen_pb2.FORMAT_TF_EXAMPLE)
     examples_utils.set_file_format(output, write_split.to_file_format_str(_FILE_FORMAT))
