@@ -41,11 +41,10 @@ def evaluate(model: predict.VesselModel, records: List[layouts.FundusRecord], ou
     visualize.write_png(os.path.join(output_dir, _overlay_name(record)), visualize.error_overlay(
         decoded[constants.IMAGE_KEY], vessels & inside, label & inside))
     console.progress_bar(done, len(records), image_key)
-  if len({r.dataset for r in records}) == 1:
-    del totals[POOLED]
+  names = sorted(totals.keys() - {POOLED}) + ([POOLED] if len(totals) > 2 else [])
   results = {name: {'images': sum(name in (POOLED, r.dataset) for r in records),
-                    'metrics': vessel_metrics.scores(total), 'accumulator': total}
-             for name, total in totals.items()}
+                    'metrics': vessel_metrics.scores(totals[name]), 'accumulator': totals[name]}
+             for name in names}
   return results, per_image
 
 

@@ -31,7 +31,7 @@ def test_evaluate_scores_each_dataset_and_all_pooled_like_sklearn(demo_run, othe
                '-o', str(out)]) == 0
   printed = capsys.readouterr().out
   result = json.loads((out / 'evaluation.json').read_text())
-  assert set(result['datasets']) == {'STARE', 'HRF', 'all datasets'} and result['all_images']
+  assert list(result['datasets']) == ['HRF', 'STARE', 'all datasets'] and result['all_images']
 
   model = predict.VesselModel(model_dir)
   pixels = {}
