@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
   demo.add_argument('--count', type=int, help='stare, chase_db1, hrf: images, in published order '
                     '(default all: 20, 28, 45)')
   demo.add_argument('--height', type=int, help="image height (default the layout's real one; the "
-                    "pipeline's schema expects DRIVE's)")
+                    'schema accepts sides of 128 to 8192)')
   demo.add_argument('--width', type=int, help="image width (default the layout's real one)")
   demo.set_defaults(command='make_demo_data')
 
