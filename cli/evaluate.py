@@ -84,26 +84,17 @@ def _write_html(results: Dict[str, Dict], per_image: Dict[str, float], records, 
   rows = ''.join(f'<tr><td>{html.escape(name)}</td><td>{r["images"]}</td>'
                  + ''.join(f'<td>{r["metrics"][key]:.4f}</td>' for key, _ in _COLUMNS) + '</tr>'
                  for name, r in results.items())
-  gallery = ''.join(
-      f'<figure><a href="{_overlay_name(r)}"><img src="{_overlay_name(r)}" width="282"></a>'
-      f'<figcaption>{html.escape(r.dataset)} {html.escape(r.image_id)}: AUC '
-      f'{per_image[_image_key(r)]:.4f}</figcaption></figure>' for r in records)
-  page = f'''<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>retina-tfx evaluate</title>
-<style>body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: collapse; }}
-td, th {{ border: 1px solid #bbb; padding: 3px 9px; text-align: right; }}
-figure {{ display: inline-block; margin: 4px; }}</style></head><body>
-<h1>Model on other datasets</h1><p>Model <code>{html.escape(model_path)}</code>. Per pixel inside
-each image's FOV against the first observer; Acc, Se, Sp, F1 at
-{vessel_metrics.DECISION_THRESHOLD}.</p>
+  gallery = ''.join(visualize.overlay_figure(
+      _overlay_name(r), f'{r.dataset} {r.image_id}: AUC {per_image[_image_key(r)]:.4f}')
+      for r in records)
+  page = visualize.html_page('retina-tfx evaluate', f'''<h1>Model on other datasets</h1>
+<p>Model <code>{html.escape(model_path)}</code>. Per pixel inside each image's FOV against the
+first observer; Acc, Se, Sp, F1 at {vessel_metrics.DECISION_THRESHOLD}.</p>
 <table><tr><th>dataset</th><th>images</th>{cells}</tr>{rows}</table>
 {''.join(sections)}
 <h2>Prediction vs ground truth</h2>
-<p><span style="background:#{visualize.TP_HEX}">true positive</span>
-<span style="background:#{visualize.FP_HEX}">false positive</span>
-<span style="background:#{visualize.FN_HEX}">missed vessel</span></p>{gallery}
-</body></html>
-'''
+{visualize.ERROR_LEGEND_HTML}
+{gallery}''')
   path = os.path.join(output_dir, 'index.html')
   with open(path, 'w') as f:
     f.write(page)

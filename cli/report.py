@@ -132,19 +132,9 @@ def write_report(pipeline_root: str, output_dir: str, run: str = 'latest') -> st
   per_image = ''.join(f'<tr><td>{html.escape(image_id)}</td><td>{value:.4f}</td></tr>'
                       for image_id, value in sorted(decision.per_image_auc.items(),
                                                     key=lambda item: item[1]))
-  gallery = ''.join(
-      f'<figure><a href="{name}"><img src="{name}" width="282"></a><figcaption>{html.escape(i)}: '
-      f'AUC {decision.per_image_auc.get(i, float("nan")):.4f}</figcaption></figure>'
-      for i, name in overlays)
-  page = f'''<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>retina-tfx run {html.escape(decision.run_id)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1250px; }}
-table {{ border-collapse: collapse; }}
-td, th {{ border: 1px solid #bbb; padding: 3px 9px; text-align: right; }}
-.ok {{ color: #080; font-weight: bold; }} .bad {{ color: #b00; font-weight: bold; }}
-figure {{ display: inline-block; margin: 4px; }} .legend span {{ padding: 0 6px; }}
-</style></head><body>
+  gallery = ''.join(visualize.overlay_figure(
+      name, f'{i}: AUC {decision.per_image_auc.get(i, float("nan")):.4f}') for i, name in overlays)
+  page = visualize.html_page(f'retina-tfx run {decision.run_id}', f'''
 <h1>Vessel model {decision.model_id}: release gate report</h1>
 <p>Run <code>{html.escape(decision.run_id)}</code>, evaluated {decision.evaluated_at}
 ({decision.state.lower()}). Model <code>{html.escape(decision.model_uri)}</code>.</p>
@@ -159,14 +149,10 @@ The gate reads the AUC only.</p>
 <h2>AUC per test image (worst first)</h2>
 <table><tr><th>image</th><th>AUC</th></tr>{per_image}</table>
 <h2>Prediction vs ground truth at {vessel_metrics.DECISION_THRESHOLD}</h2>
-<p class="legend"><span style="background:#{visualize.TP_HEX}">true positive</span>
-<span style="background:#{visualize.FP_HEX}">false positive</span>
-<span style="background:#{visualize.FN_HEX}">false negative (missed vessel)</span></p>
+{visualize.ERROR_LEGEND_HTML}
 {gallery}
 <h2>Preprocessing (in the model's graph), for one test image</h2>
-<img src="{strip}" width="1200">
-</body></html>
-'''
+<img src="{strip}" width="1200">''')
   path = os.path.join(output_dir, INDEX_FILE)
   with open(path, 'w') as f:
     f.write(page)

@@ -1,5 +1,6 @@
 """Pictures people look at instead of reading numbers: the preprocessing strip of one image, ROC and
 PR curves, and overlays of predictions on the image."""
+import html
 from typing import Optional, Sequence, Tuple
 
 import cv2
@@ -116,6 +117,28 @@ def write_curves(path: str, false_positive_rate: np.ndarray, recall: np.ndarray,
     axes.set(xlim=(0, 1), ylim=(0, 1.01), aspect='equal')
     axes.grid(alpha=0.3)
   figure.savefig(path, format='png')
+
+
+_STYLE = """body { font-family: sans-serif; margin: 2em; max-width: 1250px; }
+table { border-collapse: collapse; }
+td, th { border: 1px solid #bbb; padding: 3px 9px; text-align: right; }
+.ok { color: #080; font-weight: bold; } .bad { color: #b00; font-weight: bold; }
+figure { display: inline-block; margin: 4px; } .legend span { padding: 0 6px; }"""
+ERROR_LEGEND_HTML = (f'<p class="legend"><span style="background:#{TP_HEX}">true positive</span>\n'
+                     f'<span style="background:#{FP_HEX}">false positive</span>\n'
+                     f'<span style="background:#{FN_HEX}">false negative (missed vessel)</span></p>')
+
+
+def html_page(title: str, body: str) -> str:
+  """A self-contained HTML page in the one style of the report and evaluate's page."""
+  return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
+          f'<style>\n{_STYLE}\n</style></head><body>\n{body}\n</body></html>\n')
+
+
+def overlay_figure(file_name: str, caption: str) -> str:
+  """One overlay PNG as a linked thumbnail with its caption (plain text)."""
+  return (f'<figure><a href="{file_name}"><img src="{file_name}" width="282"></a>'
+          f'<figcaption>{html.escape(caption)}</figcaption></figure>')
 
 
 def write_png(path: str, pixels: np.ndarray) -> None:
