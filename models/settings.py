@@ -34,6 +34,19 @@ class PreprocessingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AugmentationConfig:
+  """Random changes to each training patch, drawn anew every epoch. Geometry (flips, 90-degree
+  turns, zoom) moves image, label and FOV together; the intensity changes touch the image only.
+  The defaults are mild: photos from other cameras differ by more (see the drive profile)."""
+  max_zoom: float = 1.0          # zoom by a log-uniform factor in [1/max_zoom, max_zoom]; 1: none
+  contrast: float = 0.1          # contrast factor uniform in [1 - contrast, 1 + contrast]
+  brightness: float = 0.05       # offset uniform in [-brightness, brightness]
+  max_gamma: float = 1.0         # gamma log-uniform in [1/max_gamma, max_gamma]; 1: none
+  max_blur_sigma: float = 0.0    # Gaussian blur, sigma uniform in [0, max_blur_sigma] pixels
+  max_noise_sigma: float = 0.0   # additive Gaussian noise, sigma uniform in [0, max_noise_sigma]
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainingConfig:
   batch_size: int = 32
   epochs: int = 20
@@ -46,6 +59,7 @@ class TrainingConfig:
   weight_average_momentum: Optional[float] = None   # EMA of the weights per step; None: off
   seed: int = 0
   model: ModelConfig = ModelConfig()
+  augmentation: AugmentationConfig = AugmentationConfig()
 
   def to_custom_config(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
@@ -54,6 +68,7 @@ class TrainingConfig:
   def from_custom_config(cls, custom_config: Dict[str, Any]) -> 'TrainingConfig':
     values = dict(custom_config)
     values['model'] = ModelConfig(**values.get('model', {}))
+    values['augmentation'] = AugmentationConfig(**values.get('augmentation', {}))
     return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 

@@ -106,6 +106,56 @@ def test_augmentation_moves_image_label_and_fov_together():
   assert len(seen) > 3  # several distinct geometric transforms occur
 
 
+def test_zoom_keeps_image_and_label_aligned_and_borders_out_of_the_fov():
+  rng = np.random.default_rng(1)
+  label = (rng.random((32, 32, 1)) > 0.6).astype(np.float32)
+  fov = np.ones((32, 32, 1), np.float32)
+  zoom_only = settings.AugmentationConfig(max_zoom=1.5, contrast=0.0, brightness=0.0)
+  shrunk = enlarged = 0
+  for seed in range(20):
+    aug_image, aug_label, aug_fov = (t.numpy() for t in training.augment(
+        tf.constant(label), tf.constant(label), tf.constant(fov), tf.constant([seed, 3]), zoom_only))
+    assert aug_image.shape == aug_label.shape == aug_fov.shape == (32, 32, 1)
+    assert set(np.unique(aug_label)) <= {0.0, 1.0} and set(np.unique(aug_fov)) <= {0.0, 1.0}
+    # The image went through the label's own resampling: thresholded, they are the same map.
+    np.testing.assert_array_equal(aug_image > 0.5, aug_label > 0.5)
+    if aug_fov.sum() < fov.sum():
+      shrunk += 1      # a zero border: outside the FOV, and no vessel there
+      assert aug_label[aug_fov == 0].sum() == 0
+    else:
+      enlarged += 1
+  assert shrunk and enlarged
+
+
+def test_intensity_augmentation_changes_the_image_only_within_bounds():
+  rng = np.random.default_rng(2)
+  image = rng.random((24, 24, 1)).astype(np.float32)
+  label = (image > 0.7).astype(np.float32)
+  fov = np.ones_like(image)
+  strong = settings.AugmentationConfig(max_gamma=1.5, contrast=0.3, brightness=0.1,
+                                       max_blur_sigma=1.0, max_noise_sigma=0.05)
+  changes = []
+  for seed in range(8):
+    aug_image, aug_label, aug_fov = (t.numpy() for t in training.augment(
+        tf.constant(image), tf.constant(label), tf.constant(fov), tf.constant([seed, 5]), strong))
+    assert 0 <= aug_image.min() and aug_image.max() <= 1
+    # Flips and turns only, for the label and FOV: same pixel counts.
+    assert aug_label.sum() == label.sum() and aug_fov.sum() == fov.sum()
+    changes.append(float(np.abs(np.sort(aug_image, None) - np.sort(image, None)).mean()))
+  assert min(changes) > 0.005 and len(set(np.round(changes, 4))) == len(changes)
+
+
+def test_blur_of_a_constant_is_the_constant_and_spreads_an_impulse():
+  flat = tf.fill([9, 9, 1], 0.4)
+  np.testing.assert_allclose(training._blur(flat, tf.constant(1.0)).numpy(), 0.4, atol=1e-6)
+  impulse = np.zeros((9, 9, 1), np.float32)
+  impulse[4, 4] = 1.0
+  blurred = training._blur(tf.constant(impulse), tf.constant(1.0)).numpy()
+  assert blurred[4, 4] < 0.2 and blurred[4, 5] > 0.05 and blurred.sum() == pytest.approx(1.0, 1e-5)
+  np.testing.assert_allclose(training._blur(tf.constant(impulse), tf.constant(0.0)).numpy(),
+                             impulse, atol=1e-6)
+
+
 def test_loss_and_auc_ignore_pixels_outside_the_fov():
   label = tf.constant([[[[1.0], [0.0]], [[1.0], [0.0]]]])
   fov = tf.constant([[[[1.0], [1.0]], [[0.0], [0.0]]]])
@@ -120,7 +170,8 @@ def test_loss_and_auc_ignore_pixels_outside_the_fov():
 
 
 def test_trainer_settings_round_trip_through_custom_config():
-  config = settings.TrainingConfig(epochs=3, model=settings.ModelConfig(architecture='sine_net'))
+  config = settings.TrainingConfig(epochs=3, model=settings.ModelConfig(architecture='sine_net'),
+                                   augmentation=settings.AugmentationConfig(max_zoom=1.3))
   export = settings.ExportConfig(flip_average=False)
   custom_config = json.loads(json.dumps(settings.trainer_custom_config(config, export)))
   assert settings.from_trainer_custom_config(custom_config) == (config, export)
