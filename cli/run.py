@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
-from cli import console, history, report, status
+from cli import console, history, report, run_lock, status
 from pipeline import configs, local_runner
 
 
@@ -49,11 +49,12 @@ def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[hi
 def command(args) -> int:
   serving_dir = args.serving_dir or os.path.join(
       os.path.dirname(os.path.abspath(args.pipeline_root)), configs.SERVING_DIR)
-  if run_pipeline(args, args.pipeline_root, serving_dir) is None:
-    return 1
-  if args.until:
-    return 0
-  status.print_latest_decision(args.pipeline_root)
-  report_dir = os.path.join(args.pipeline_root, configs.REPORT_DIR)
-  print(f'report: {report.write_report(args.pipeline_root, report_dir)}')
+  with run_lock.holding(args.pipeline_root):
+    if run_pipeline(args, args.pipeline_root, serving_dir) is None:
+      return 1
+    if args.until:
+      return 0
+    status.print_latest_decision(args.pipeline_root)
+    report_dir = os.path.join(args.pipeline_root, configs.REPORT_DIR)
+    print(f'report: {report.write_report(args.pipeline_root, report_dir)}')
   return 0

@@ -12,6 +12,7 @@ DEFAULT_PIPELINE_ROOT = 'pipeline_root'
 METADATA_FILE = 'metadata.sqlite'   # ML-Metadata store of local runs, inside the pipeline root
 LOG_DIR = 'logs'                    # full logs of local runs, inside the pipeline root
 REPORT_DIR = 'report'               # the latest run's report, inside the pipeline root
+LOCK_FILE = 'run.lock'              # held by the one run at a time, inside the pipeline root
 SERVING_DIR = 'serving_model'       # blessed models' TF Serving folder, next to the pipeline root
 DEFAULT_MAX_AUC_DROP = 0.002        # how far below the latest blessed model a new model may score
 
