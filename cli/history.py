@@ -62,6 +62,13 @@ def _state(execution) -> str:
   return metadata_store_pb2.Execution.State.Name(execution.last_known_state)
 
 
+def interrupted_executions(store, node_id: str) -> List[int]:
+  """Ids of `node_id`'s executions that started and never completed (killed: still RUNNING in
+  the store; or FAILED, CANCELED), newest first."""
+  return [e.id for e in reversed(node_executions(store, node_id))
+          if _state(e) in ('RUNNING', 'FAILED', 'CANCELED')]
+
+
 @dataclasses.dataclass
 class NodeRun:
   node_id: str

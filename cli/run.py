@@ -20,14 +20,21 @@ def profile_of(args) -> configs.Profile:
 
 def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[history.NodeRun]]:
   """Runs the pipeline with progress on the terminal, then lists the artifacts; returns MLMD's
-  node runs, or None on failure (said on stderr, with the log's path)."""
+  node runs, or None on failure (said on stderr, with the log's path). The caller holds the root's
+  run lock (`run_lock.holding`)."""
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   log_path = os.path.join(os.path.abspath(pipeline_root), configs.LOG_DIR, f'run-{stamp}.log')
   print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
         f'  pipeline root: {os.path.abspath(pipeline_root)}\n  full log: {log_path}')
+  interrupted = (history.interrupted_executions(history.open_store(pipeline_root), configs.TRAINER)
+                 if os.path.exists(configs.metadata_path(pipeline_root)) else [])
+  if interrupted:
+    print(f'  interrupted training found (Trainer execution {", ".join(map(str, interrupted))}): '
+          'the Trainer resumes it if its settings and inputs are unchanged')
   with console.logging_to_file(log_path) as progress:
     try:
       local_runner.run(args.data, pipeline_root, profile_of(args), serving_dir,
+                       interrupted_trainer_runs=interrupted,
                        beam_pipeline_args=args.beam_args,
                        eval_count=args.eval_count, split_seed=args.split_seed,
                        enable_cache=not args.no_cache, until=getattr(args, 'until', None))

@@ -6,6 +6,9 @@ from typing import Any, Dict, Mapping, Optional
 
 UNET = 'unet'
 SINE_NET = 'sine_net'
+# Set by the local orchestrator for the Trainer: ids of its interrupted executions (ML-Metadata),
+# newest first, comma-separated. The Trainer resumes the one with its own settings and inputs.
+INTERRUPTED_TRAINER_RUNS_ENV = 'RETINA_TFX_INTERRUPTED_TRAINER_RUNS'
 
 
 @dataclasses.dataclass(frozen=True)

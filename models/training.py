@@ -9,20 +9,26 @@ Exported weights: those of the epoch with the best validation FOV AUC or, when c
 exponential moving average of the weights over the last steps, whichever scores higher on the same
 validation patches. Late in a short training the weights still jitter from batch to batch; their
 average sits nearer the middle of the minimum they circle.
+
+Resume: every epoch leaves a checkpoint of the whole training state in the model_run output. When
+the orchestrator finds interrupted Trainer executions in ML-Metadata (a killed run), the Trainer
+takes over the newest one with the same settings and input patches and trains only the epochs left;
+with other settings or inputs it starts afresh.
 """
+import hashlib
 import json
 import math
 import os
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
 from models import constants, model as model_lib, patches, serving
-from models.settings import (AugmentationConfig, ModelConfig, TrainingConfig,
-                             from_trainer_custom_config)
+from models.settings import (INTERRUPTED_TRAINER_RUNS_ENV, AugmentationConfig, ModelConfig,
+                             TrainingConfig, from_trainer_custom_config)
 
 SHUFFLE_BUFFER = 4096
 # Training batches that re-collect batch-norm statistics for averaged weights: batch norm's momentum
@@ -31,6 +37,10 @@ BATCH_NORM_RECALIBRATION_STEPS = 100
 BEST_EPOCH = 'best_epoch'
 WEIGHT_AVERAGE = 'weight_average'
 SUMMARY_FILE = 'training.json'   # in the Trainer's model_run output
+# In the Trainer's model_run output while it trains: what a rerun needs to continue an interrupted
+# training (TrainingState). Removed when training ends.
+RESUME_DIR = 'resume'
+RESUME_STATE_FILE = 'state.json'
 
 
 # CPU flags of native bfloat16 matrix maths (Intel AMX, AVX512-BF16), which oneDNN uses for Keras'
@@ -219,16 +229,22 @@ class TimeBudget(keras.callbacks.Callback):
   rate, and export unsettled weights; with it the schedule depends on the machine's speed."""
 
   def __init__(self, max_minutes: Optional[float], schedule: BudgetCosineDecay,
-               steps_per_epoch: int, clock: Callable[[], float] = time.monotonic):
+               steps_per_epoch: int, clock: Callable[[], float] = time.monotonic,
+               spent_seconds: float = 0.0):
     super().__init__()
     self.max_seconds = None if max_minutes is None else max_minutes * 60
     self.schedule = schedule
     self.steps_per_epoch = steps_per_epoch
     self.clock = clock
+    self.spent_seconds = spent_seconds   # by the interrupted training this one resumes
     self.planned_epochs = None
 
   def on_train_begin(self, logs=None):
     self.started = self.clock()
+
+  def elapsed_seconds(self) -> float:
+    """Training time so far, the resumed training's included."""
+    return self.spent_seconds + self.clock() - self.started
 
   def on_epoch_begin(self, epoch, logs=None):
     self.epoch_started = self.clock()
@@ -238,7 +254,7 @@ class TimeBudget(keras.callbacks.Callback):
       return
     now, done = self.clock(), epoch + 1
     epoch_seconds = now - self.epoch_started
-    left = self.max_seconds - (now - self.started)
+    left = self.max_seconds - self.elapsed_seconds()
     planned = min(self.params['epochs'], done + max(0, int(left // epoch_seconds)))
     if planned != self.planned_epochs:
       logging.info('TimeBudget: epoch %d took %.1f min; %d epochs fit in %.1f min',
@@ -255,6 +271,86 @@ class ProgressLog(keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     logging.info('Trainer: epoch %d: %s', epoch + 1,
                  ', '.join(f'{k}={v:.4f}' for k, v in sorted((logs or {}).items())))
+
+
+def training_fingerprint(custom_config: Mapping[str, Any], train_files: Sequence[str],
+                         eval_files: Sequence[str]) -> str:
+  """What makes two trainings the same one: the Trainer's settings and its input patches (their
+  URIs name the PatchGen execution that wrote them)."""
+  key = json.dumps({'config': custom_config, 'train': list(train_files), 'eval': list(eval_files)},
+                   sort_keys=True)
+  return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _tracked_state(model: keras.Model, schedule: BudgetCosineDecay) -> tf.train.Checkpoint:
+  """Everything fit changes: weights, optimizer (step count, moments, weight average) and the
+  learning-rate decay's length."""
+  return tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                             decay_steps=schedule.decay_steps)
+
+
+def _write_json(path: str, value: Dict[str, Any]) -> None:
+  """Written beside and renamed into place: a kill mid-write leaves the previous file whole."""
+  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
+    json.dump(value, f, indent=2)
+  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+
+
+def read_resume_state(model_run_dir: str) -> Optional[Dict[str, Any]]:
+  path = os.path.join(model_run_dir, RESUME_DIR, RESUME_STATE_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+class TrainingState(keras.callbacks.Callback):
+  """After every epoch, saves what a rerun needs to continue this training: weights, optimizer,
+  the best validation AUC so far, epochs done and time spent. The checkpoint of epoch N is written
+  first and the state file naming it second (a rename), so a kill at any moment leaves a state
+  file and the checkpoint it names; older checkpoints go after that."""
+
+  def __init__(self, model_run_dir: str, fingerprint: str, state: tf.train.Checkpoint,
+               best_epoch: keras.callbacks.ModelCheckpoint, budget: TimeBudget):
+    super().__init__()
+    self.directory = os.path.join(model_run_dir, RESUME_DIR)
+    self.fingerprint = fingerprint
+    self.state = state
+    self.best_epoch = best_epoch
+    self.budget = budget
+
+  def on_epoch_end(self, epoch, logs=None):
+    prefix = f'epoch-{epoch + 1}'
+    self.state.write(os.path.join(self.directory, prefix))
+    _write_json(os.path.join(self.directory, RESUME_STATE_FILE), {
+        'fingerprint': self.fingerprint, 'epochs_done': epoch + 1, 'checkpoint': prefix,
+        'training_seconds': self.budget.elapsed_seconds(),
+        'best_validation_auc': float(self.best_epoch.best)})
+    for path in tf.io.gfile.glob(os.path.join(self.directory, 'epoch-*')):
+      if not os.path.basename(path).startswith(prefix + '.'):
+        tf.io.gfile.remove(path)
+
+
+def find_resumable(model_run_dirs: Sequence[str], fingerprint: str) -> Optional[str]:
+  """The first of the interrupted trainings' model_run folders that holds a state to resume with
+  the same settings and inputs (fingerprint); None when there is none."""
+  for model_run_dir in model_run_dirs:
+    state = read_resume_state(model_run_dir)
+    if state is None:
+      continue
+    if state['fingerprint'] == fingerprint:
+      return model_run_dir
+    logging.info('Trainer: the interrupted training in %s had other settings or inputs; not '
+                 'resuming it', model_run_dir)
+  return None
+
+
+def interrupted_model_runs(model_run_dir: str) -> List[str]:
+  """The model_run folders of interrupted Trainer executions that the orchestrator found in
+  ML-Metadata (INTERRUPTED_TRAINER_RUNS_ENV: execution ids, newest first). TFX names an execution's
+  output folder by its execution id, beside this execution's own."""
+  ids = [i for i in os.environ.get(INTERRUPTED_TRAINER_RUNS_ENV, '').split(',') if i.strip()]
+  return [os.path.join(os.path.dirname(model_run_dir.rstrip('/')), i.strip()) for i in ids]
 
 
 def compile_model(config: TrainingConfig, schedule: BudgetCosineDecay) -> keras.Model:
@@ -279,10 +375,30 @@ def validation_auc(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> 
   return model.evaluate(dataset, steps=steps, verbose=0, return_dict=True)['auc']
 
 
-def train(config: TrainingConfig, train_files, eval_files,
-          model_run_dir: str) -> Tuple[keras.Model, Dict[str, Any]]:
-  """Fits a fresh model on the patches. Returns it with the weights it exports (see the module
-  docstring) and a summary: the candidates' validation AUCs and which one was chosen."""
+def _resume(model_run_dir: str, resume_from: str, state: tf.train.Checkpoint) -> Dict[str, Any]:
+  """Takes over an interrupted training's files (its state is consumed: it is resumed once) and
+  loads its last epoch's weights and optimizer into `state`; returns its resume state."""
+  resume_state = read_resume_state(resume_from)
+  for folder in ('checkpoints', RESUME_DIR):
+    source = os.path.join(resume_from, folder)
+    for path in tf.io.gfile.glob(os.path.join(source, '*')):
+      target = os.path.join(model_run_dir, folder, os.path.basename(path))
+      tf.io.gfile.makedirs(os.path.dirname(target))
+      tf.io.gfile.copy(path, target, overwrite=True)
+  tf.io.gfile.rmtree(os.path.join(resume_from, RESUME_DIR))
+  state.model.optimizer.build(state.model.trainable_variables)
+  state.read(os.path.join(model_run_dir, RESUME_DIR, resume_state['checkpoint'])
+             ).assert_existing_objects_matched()
+  return resume_state
+
+
+def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str,
+          fingerprint: str = '', resume_from: Optional[str] = None
+          ) -> Tuple[keras.Model, Dict[str, Any]]:
+  """Fits a model on the patches, from scratch or, with `resume_from` (an interrupted training's
+  model_run folder, see find_resumable), from that training's last epoch on. Returns the model with
+  the weights it exports (see the module docstring) and a summary: the epochs trained here, the
+  candidates' validation AUCs and which one was chosen."""
   keras.utils.set_random_seed(config.seed)
   strategy = choose_strategy()
   logging.info('Trainer: strategy %s, %d replica(s), policy %s', type(strategy).__name__,
@@ -291,25 +407,37 @@ def train(config: TrainingConfig, train_files, eval_files,
     schedule = BudgetCosineDecay(config.learning_rate, config.epochs * config.steps_per_epoch,
                                  alpha=0.05)
     model = compile_model(config, schedule)
+    state = _tracked_state(model, schedule)
+    resumed = _resume(model_run_dir, resume_from, state) if resume_from else {
+        'epochs_done': 0, 'training_seconds': 0.0, 'best_validation_auc': None}
+  if resume_from:
+    logging.info('Trainer: resuming the training interrupted in %s after epoch %d of %d '
+                 '(%.1f min of training)', resume_from, resumed['epochs_done'], config.epochs,
+                 resumed['training_seconds'] / 60)
   logging.info('Trainer: %s with %d parameters', model.name, model.count_params())
   best_weights = os.path.join(model_run_dir, 'checkpoints', 'best.weights.h5')
-  checkpoint = keras.callbacks.ModelCheckpoint(best_weights, monitor='val_auc', mode='max',
-                                               save_best_only=True, save_weights_only=True)
+  checkpoint = keras.callbacks.ModelCheckpoint(
+      best_weights, monitor='val_auc', mode='max', save_best_only=True, save_weights_only=True,
+      initial_value_threshold=resumed['best_validation_auc'])
+  budget = TimeBudget(config.max_minutes, schedule, config.steps_per_epoch,
+                      spent_seconds=resumed['training_seconds'])
   callbacks = [
       # Model selection by the FOV AUC of the eval patches, the release metric: on DRIVE the
-      # validation loss (its Dice term above all) bottomed out epochs before the AUC did.
+      # validation loss (its Dice term above all) bottomed out epochs before the AUC did. A resumed
+      # training counts its patience afresh.
       keras.callbacks.EarlyStopping(monitor='val_auc', mode='max',
                                     patience=config.early_stopping_patience),
       checkpoint,
       keras.callbacks.TensorBoard(os.path.join(model_run_dir, 'logs'), profile_batch=0),
-      TimeBudget(config.max_minutes, schedule, config.steps_per_epoch),
+      budget,
+      TrainingState(model_run_dir, fingerprint, state, checkpoint, budget),
       ProgressLog(),
   ]
   train_data = make_dataset(train_files, config, training=True)
   validation_data = make_dataset(eval_files, config, training=False)
-  model.fit(train_data, validation_data=validation_data, epochs=config.epochs,
-            steps_per_epoch=config.steps_per_epoch, validation_steps=config.validation_steps,
-            callbacks=callbacks, verbose=0)
+  history = model.fit(train_data, validation_data=validation_data, epochs=config.epochs,
+                      initial_epoch=resumed['epochs_done'], steps_per_epoch=config.steps_per_epoch,
+                      validation_steps=config.validation_steps, callbacks=callbacks, verbose=0)
   # Whatever ended training (epochs, patience or the time budget), choose between the best epoch
   # and the weight average, which fit has just written into the model.
   candidates = {BEST_EPOCH: float(checkpoint.best)}
@@ -322,20 +450,27 @@ def train(config: TrainingConfig, train_files, eval_files,
     model.load_weights(best_weights)
   logging.info('Trainer: validation AUC %s; exporting the %s',
                ', '.join(f'{k}={v:.4f}' for k, v in candidates.items()), chosen.replace('_', ' '))
-  return model, {'validation_auc': candidates, 'exported': chosen}
+  return model, {'validation_auc': candidates, 'exported': chosen, 'resumed_from': resume_from,
+                 'epochs_trained': [e + 1 for e in history.epoch],
+                 'training_seconds': budget.elapsed_seconds()}
 
 
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point (GenericExecutor)."""
   config, export = from_trainer_custom_config(fn_args.custom_config or {})
-  started = time.monotonic()
-  model, summary = train(config, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir)
-  training_seconds = time.monotonic() - started
+  fingerprint = training_fingerprint(fn_args.custom_config or {}, fn_args.train_files,
+                                     fn_args.eval_files)
+  model, summary = train(
+      config, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir, fingerprint,
+      resume_from=find_resumable(interrupted_model_runs(fn_args.model_run_dir), fingerprint))
   serving.export(float32_copy(model, config.model), fn_args.transform_output,
                  fn_args.serving_model_dir, config.model, flip_average=export.flip_average)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, SUMMARY_FILE), 'w') as f:
-    json.dump({'training_seconds': training_seconds, 'parameters': model.count_params(),
-               **summary, 'config': fn_args.custom_config}, f, indent=2)
+    json.dump({'parameters': model.count_params(), **summary, 'config': fn_args.custom_config},
+              f, indent=2)
+  resume_dir = os.path.join(fn_args.model_run_dir, RESUME_DIR)
+  if tf.io.gfile.exists(resume_dir):
+    tf.io.gfile.rmtree(resume_dir)   # this training is done: nothing to resume
 
 
 def read_summary(model_run_uri: str) -> Dict[str, Any]:

@@ -7,7 +7,7 @@ from tfx import v1 as tfx
 from tfx.orchestration import pipeline as tfx_pipeline
 
 from components.fundus_example_gen import files
-from models import constants
+from models import constants, settings
 from pipeline import configs
 from pipeline.pipeline import create_pipeline
 
@@ -25,13 +25,19 @@ def _absolute(path: str) -> str:
 def run(data_paths: Sequence[str], pipeline_root: str, profile: configs.Profile, serving_dir: str,
         beam_pipeline_args: Sequence[str] = (),
         eval_count: int = constants.DEFAULT_EVAL_COUNT, split_seed: int = 0,
-        enable_cache: bool = True, until: Optional[str] = None) -> None:
+        enable_cache: bool = True, until: Optional[str] = None,
+        interrupted_trainer_runs: Sequence[int] = ()) -> None:
   """Runs the whole pipeline, or with `until` a component id, only that component and what it
-  depends on (a partial run: e.g. the data stages alone)."""
+  depends on (a partial run: e.g. the data stages alone). `interrupted_trainer_runs`: execution ids
+  of Trainer runs that never completed, newest first, for the Trainer to resume (models/training.py).
+  """
   pipeline_root = _absolute(pipeline_root)
   data_paths = [_absolute(p) for p in data_paths]
   serving_dir = _absolute(serving_dir)
   os.makedirs(pipeline_root, exist_ok=True)
+  # The Trainer runs in this process: the environment is how it learns of them without a change
+  # to its exec properties, which would defeat the cache.
+  os.environ[settings.INTERRUPTED_TRAINER_RUNS_ENV] = ','.join(map(str, interrupted_trainer_runs))
   tfx.orchestration.LocalDagRunner().run(create_pipeline(
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=pipeline_root,

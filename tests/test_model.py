@@ -229,3 +229,12 @@ def test_time_budget_leaves_a_run_that_fits_alone():
   assert float(schedule.decay_steps) == 26 * 400
   unbudgeted = training.TimeBudget(None, schedule, steps_per_epoch=400, clock=_FakeClock())
   assert _run_epochs(unbudgeted, 5, lambda epoch: 60) == 5
+
+
+def test_time_budget_of_a_resumed_training_counts_the_time_already_spent():
+  schedule = training.BudgetCosineDecay(1e-3, decay_steps=26 * 400, alpha=0.05)
+  budget = training.TimeBudget(42, schedule, steps_per_epoch=400, clock=_FakeClock(),
+                               spent_seconds=30 * 60)
+  # 12 minutes left at 4 min an epoch: 3 epochs.
+  assert _run_epochs(budget, 26, lambda epoch: 4.0) == 3
+  assert budget.elapsed_seconds() == 42 * 60

@@ -1,5 +1,12 @@
 """The Trainer over PatchGen's files: batches (shapes, targets, augmentation only in training) and the
-weights it exports (best epoch or weight average)."""
+weights it exports (best epoch or weight average), and resuming an interrupted training."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -91,3 +98,75 @@ def test_batch_norm_recalibration_moves_only_the_moving_statistics():
   assert np.abs(batch_norm.moving_mean.numpy()).max() > 1e-3
   for before, after in zip(trainable, model.trainable_weights, strict=True):
     np.testing.assert_array_equal(before, after.numpy())
+
+
+# Trains in a child process, stalls after STOP_AFTER epochs until the test kills it (SIGKILL: no
+# clean-up runs, as when a machine or a container dies).
+_STALLING_TRAINER = '''
+import json, sys, time
+from models import settings, training
+config = settings.TrainingConfig.from_custom_config(json.loads(sys.argv[1]))
+train_file, eval_file, model_run_dir, fingerprint, stop_after = sys.argv[2:]
+logged = training.ProgressLog.on_epoch_end
+def stall(self, epoch, logs=None):
+  logged(self, epoch, logs)
+  if epoch + 1 == int(stop_after):
+    time.sleep(600)
+training.ProgressLog.on_epoch_end = stall
+training.train(config, [train_file], [eval_file], model_run_dir, fingerprint)
+'''
+
+
+def test_a_killed_training_resumes_after_its_last_epoch_with_the_same_settings(tmp_path):
+  _write_patches(tmp_path / 'train.gz', 40, 8)
+  _write_patches(tmp_path / 'eval.gz', 12, 8)
+  config = settings.TrainingConfig(**{**_TINY, 'epochs': 5, 'weight_average_momentum': 0.9})
+  inputs = [str(tmp_path / 'train.gz')], [str(tmp_path / 'eval.gz')]
+  custom_config = settings.trainer_custom_config(config, settings.ExportConfig())
+  fingerprint = training.training_fingerprint(custom_config, *inputs)
+  killed = tmp_path / 'model_run' / '7'
+  child = subprocess.Popen(
+      [sys.executable, '-c', _STALLING_TRAINER, json.dumps(config.to_custom_config()),
+       *inputs[0], *inputs[1], str(killed), fingerprint, '2'],
+      env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+  try:
+    deadline = time.monotonic() + 180
+    while (training.read_resume_state(str(killed)) or {}).get('epochs_done') != 2:
+      assert child.poll() is None and time.monotonic() < deadline, 'the child did not train'
+      time.sleep(0.2)
+  finally:
+    child.kill()
+    child.wait()
+
+  # Other settings (a different learning rate) or other inputs: nothing to resume.
+  other = settings.trainer_custom_config(dataclasses.replace(config, learning_rate=1e-2),
+                                         settings.ExportConfig())
+  assert training.find_resumable([str(killed)], training.training_fingerprint(other, *inputs)) is None
+  assert training.find_resumable([str(killed)], training.training_fingerprint(
+      custom_config, [str(tmp_path / 'eval.gz')], inputs[1])) is None
+  resume_from = training.find_resumable([str(tmp_path / 'model_run' / '6'), str(killed)],
+                                        fingerprint)
+  assert resume_from == str(killed)
+
+  resumed = tmp_path / 'model_run' / '8'
+  _, summary = training.train(config, *inputs, str(resumed), fingerprint, resume_from=resume_from)
+  assert summary['epochs_trained'] == [3, 4, 5] and summary['resumed_from'] == str(killed)
+  # The optimizer went on from the killed run's step count, not from zero.
+  state = training.read_resume_state(str(resumed))
+  assert state['epochs_done'] == 5
+  checkpoint = tf.train.load_checkpoint(str(resumed / training.RESUME_DIR / state['checkpoint']))
+  assert checkpoint.get_tensor('optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE') == 25
+  # Its time: the killed run's two epochs and its own three.
+  assert summary['training_seconds'] >= state['training_seconds'] > 0
+  # The killed run's state is consumed: a later rerun does not resume it a second time.
+  assert training.read_resume_state(str(killed)) is None
+  assert training.find_resumable([str(killed)], fingerprint) is None
+
+
+def test_interrupted_runs_are_the_model_run_folders_of_the_executions_the_orchestrator_names(
+    monkeypatch):
+  monkeypatch.delenv(settings.INTERRUPTED_TRAINER_RUNS_ENV, raising=False)
+  assert training.interrupted_model_runs('/root/Trainer/model_run/12') == []
+  monkeypatch.setenv(settings.INTERRUPTED_TRAINER_RUNS_ENV, '11,9')
+  assert training.interrupted_model_runs('/root/Trainer/model_run/12/') == [
+      '/root/Trainer/model_run/11', '/root/Trainer/model_run/9']
