@@ -4,6 +4,7 @@ table on the terminal, evaluation.json and an HTML page with curves and overlays
 import html
 import json
 import os
+import sys
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -19,33 +20,47 @@ POOLED = 'all datasets'
 
 
 def evaluate(model: predict.VesselModel, records: List[layouts.FundusRecord], output_dir: str
-             ) -> Tuple[Dict[str, Dict], Dict[str, float]]:
+             ) -> Tuple[Dict[str, Dict], Dict[str, float], List[str]]:
   """Scores every record's map inside its FOV; writes an error overlay per image. Returns per
-  dataset (and pooled, with several) the image count, metrics and accumulator, and the AUC of
-  every image ('dataset/id')."""
+  dataset (and pooled, with several) the image count, metrics and accumulator, the AUC of every
+  image ('dataset/id'), and one line per record whose files were refused (the others are scored)."""
   totals: Dict[str, np.ndarray] = {}
   per_image: Dict[str, float] = {}
+  counts: Dict[str, int] = {}
+  problems = []
   for done, record in enumerate(records, 1):
-    decoded = source.decode_record(record)
-    fov = decoded[constants.FOV_KEY]
-    # The dataset's FOV (published, or computed as ingestion computes it) is the model's too.
-    probabilities, _ = model.predict(files.encode_png(decoded[constants.IMAGE_KEY]),
-                                     files.encode_png(fov))
-    label, inside = decoded[constants.LABEL_KEY] > 127, fov > 127
-    accumulator = vessel_metrics.histograms(label, probabilities, inside)
-    for name in (record.dataset, POOLED):
-      vessel_metrics.merge(totals.setdefault(name, vessel_metrics.empty_histograms()), accumulator)
     image_key = _image_key(record)
-    per_image[image_key] = vessel_metrics.scores(accumulator)[vessel_metrics.AUC]
-    vessels = probabilities >= vessel_metrics.DECISION_THRESHOLD
-    visualize.write_png(os.path.join(output_dir, _overlay_name(record)), visualize.error_overlay(
-        decoded[constants.IMAGE_KEY], vessels & inside, label & inside))
+    try:
+      decoded = source.decode_record(record)
+    except files.FundusInputError as error:
+      problems.append(error.message)
+    else:
+      accumulator = _score(model, decoded, os.path.join(output_dir, _overlay_name(record)))
+      for name in (record.dataset, POOLED):
+        total = totals.setdefault(name, vessel_metrics.empty_histograms())
+        vessel_metrics.merge(total, accumulator)
+        counts[name] = counts.get(name, 0) + 1
+      per_image[image_key] = vessel_metrics.scores(accumulator)[vessel_metrics.AUC]
     console.progress_bar(done, len(records), image_key)
   names = sorted(totals.keys() - {POOLED}) + ([POOLED] if len(totals) > 2 else [])
-  results = {name: {'images': sum(name in (POOLED, r.dataset) for r in records),
-                    'metrics': vessel_metrics.scores(totals[name]), 'accumulator': totals[name]}
+  results = {name: {'images': counts[name], 'metrics': vessel_metrics.scores(totals[name]),
+                    'accumulator': totals[name]}
              for name in names}
-  return results, per_image
+  return results, per_image, problems
+
+
+def _score(model: predict.VesselModel, decoded: Dict[str, np.ndarray], overlay_path: str
+           ) -> np.ndarray:
+  """One decoded record's accumulator; writes its error overlay."""
+  fov = decoded[constants.FOV_KEY]
+  # The dataset's FOV (published, or computed as ingestion computes it) is the model's too.
+  probabilities, _ = model.predict(files.encode_png(decoded[constants.IMAGE_KEY]),
+                                   files.encode_png(fov))
+  label, inside = decoded[constants.LABEL_KEY] > 127, fov > 127
+  vessels = probabilities >= vessel_metrics.DECISION_THRESHOLD
+  visualize.write_png(overlay_path, visualize.error_overlay(
+      decoded[constants.IMAGE_KEY], vessels & inside, label & inside))
+  return vessel_metrics.histograms(label, probabilities, inside)
 
 
 def _image_key(record: layouts.FundusRecord) -> str:
@@ -105,7 +120,7 @@ def command(args) -> int:
   try:
     records = layouts.list_datasets(args.data)
   except files.FundusInputError as error:
-    raise console.CommandError(str(error)) from error
+    raise console.CommandError(error.message) from error
   if not args.all:
     records = [r for r in records if r.split == layouts.TEST]
   model = predict.VesselModel(args.model)
@@ -113,16 +128,17 @@ def command(args) -> int:
         f'{", ".join(sorted({r.dataset for r in records}))}'
         + ('' if args.all else ' (test splits; --all for every image)'))
   os.makedirs(args.output, exist_ok=True)
-  try:
-    results, per_image = evaluate(model, records, args.output)
-  except files.FundusInputError as error:
-    raise console.CommandError(str(error)) from error
-  print(format_table(results))
-  with open(os.path.join(args.output, 'evaluation.json'), 'w') as f:
-    json.dump({'command': 'retina-tfx ' + ' '.join(args.argv), 'model': model.path,
-               'all_images': args.all,
-               'datasets': {name: {k: v for k, v in r.items() if k != 'accumulator'}
-                            for name, r in results.items()},
-               'per_image_auc': per_image}, f, indent=2)
-  print(f'report: {_write_html(results, per_image, records, model.path, args.output)}')
-  return 0
+  results, per_image, problems = evaluate(model, records, args.output)
+  if results:
+    print(format_table(results))
+    with open(os.path.join(args.output, 'evaluation.json'), 'w') as f:
+      json.dump({'command': 'retina-tfx ' + ' '.join(args.argv), 'model': model.path,
+                 'all_images': args.all,
+                 'datasets': {name: {k: v for k, v in r.items() if k != 'accumulator'}
+                              for name, r in results.items()},
+                 'per_image_auc': per_image, 'refused_files': problems}, f, indent=2)
+    scored = [r for r in records if _image_key(r) in per_image]
+    print(f'report: {_write_html(results, per_image, scored, model.path, args.output)}')
+  for problem in problems:
+    print(f'retina-tfx: error: {problem}', file=sys.stderr)
+  return 1 if problems else 0

@@ -105,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
   pred.add_argument('--model', required=True,
                     help='a SavedModel, or a serving folder of numbered versions (latest is used)')
   pred.add_argument('--input', nargs='+', required=True, help='image files and/or folders')
-  pred.add_argument('--output', required=True, help='folder for <stem>.png maps (0..255)')
+  pred.add_argument('--output', required=True, help='folder for the <stem>.png or .npy maps')
+  pred.add_argument('--format', choices=constants.MAP_FORMATS, default=constants.MAP_FORMATS[0],
+                    help='png16: probability x 65535, lossless to 1.5e-5 (default); png8: x 255, '
+                    'smaller; npy: float32, exact')
   pred.add_argument('--fov', help='folder of FOV masks named <stem>.* or <stem>_mask.* '
                     '(default: computed from each image)')
   pred.add_argument('--overlay', action='store_true', help='also write <stem>_overlay.png')

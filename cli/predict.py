@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from cli import console, visualize
 from components.fundus_example_gen import files
@@ -51,14 +51,30 @@ class VesselModel:
     return (outputs[serving.PROBABILITIES_KEY][0].numpy(), outputs[constants.FOV_KEY][0].numpy())
 
 
-def read_as_png(path: str, mode: str = 'RGB') -> Tuple[bytes, np.ndarray]:
-  """Any image PIL reads (TIFF included, which TF cannot decode) -> lossless PNG bytes and pixels."""
+def read_image(path: str, expect_binary: bool = False) -> np.ndarray:
+  """An image file (TIFF too, which TF cannot decode) decoded as ingestion decodes it: RGB pixels,
+  or a 0/255 map."""
   try:
-    with Image.open(path) as image:
-      pixels = np.asarray(image.convert(mode))
-  except (OSError, UnidentifiedImageError, ValueError) as error:
-    raise PredictError(f'{path}: cannot be read as an image ({error})') from error
-  return files.encode_png(pixels), pixels
+    with open(path, 'rb') as f:
+      return files.decode_image(f.read(), path, expect_binary)
+  except OSError as error:
+    raise PredictError(f'{path}: cannot be read ({error.strerror or error})') from error
+  except files.FundusInputError as error:
+    raise PredictError(error.message) from error
+
+
+# The PNG formats' sample types; probabilities are stored as round(p * the type's maximum).
+_PNG_TYPES = {'png8': np.uint8, 'png16': np.uint16}
+
+
+def write_map(path_without_suffix: str, probabilities: np.ndarray, map_format: str) -> None:
+  """One probability map in one of constants.MAP_FORMATS: float32 .npy, or an 8- or 16-bit PNG."""
+  if map_format == 'npy':
+    np.save(f'{path_without_suffix}.npy', probabilities.astype(np.float32))
+  else:
+    sample_type = _PNG_TYPES[map_format]
+    levels = np.round(probabilities * np.iinfo(sample_type).max).astype(sample_type)
+    Image.fromarray(levels).save(f'{path_without_suffix}.png')
 
 
 def list_inputs(paths: Sequence[str]) -> List[str]:
@@ -87,29 +103,30 @@ def find_fov(fov_dir: str, image_path: str) -> str:
 
 def predict_files(model: VesselModel, inputs: Sequence[str], output_dir: str,
                   fov_dir: Optional[str] = None, with_overlay: bool = False,
+                  map_format: str = constants.MAP_FORMATS[0],
                   progress: Callable = console.progress_bar) -> Dict[str, str]:
-  """Writes <stem>.png (probability 0..255) and optionally <stem>_overlay.png for every input.
+  """Writes <stem>.png or .npy (see write_map) and optionally <stem>_overlay.png for every input.
   Returns {input: message naming it} for the files that failed; the others are all written."""
   os.makedirs(output_dir, exist_ok=True)
-  failures, files = {}, list_inputs(inputs)
+  failures, paths = {}, list_inputs(inputs)
   started = time.monotonic()
-  for done, path in enumerate(files, 1):
+  for done, path in enumerate(paths, 1):
     try:
-      png, rgb = read_as_png(path)
-      fov_png = read_as_png(find_fov(fov_dir, path), mode='L')[0] if fov_dir else None
-      probabilities, _ = model.predict(png, fov_png)
-      stem = os.path.splitext(os.path.basename(path))[0]
-      visualize.write_png(os.path.join(output_dir, f'{stem}.png'),
-                          np.round(probabilities * 255).astype(np.uint8))
+      rgb = read_image(path)
+      fov = read_image(find_fov(fov_dir, path), expect_binary=True) if fov_dir else None
+      probabilities, _ = model.predict(files.encode_png(rgb),
+                                       None if fov is None else files.encode_png(fov))
+      base = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
+      write_map(base, probabilities, map_format)
       if with_overlay:
-        visualize.write_png(os.path.join(output_dir, f'{stem}_overlay.png'),
+        visualize.write_png(f'{base}_overlay.png',
                             visualize.probability_overlay(rgb, probabilities))
     except PredictError as error:
       failures[path] = str(error)
     except tf.errors.InvalidArgumentError as error:
       failures[path] = f'{path}: the model rejected it ({error.message.strip().splitlines()[0]})'
-    progress(done, len(files), os.path.basename(path))
-  print(f'  {len(files) - len(failures)} maps written to {output_dir} in '
+    progress(done, len(paths), os.path.basename(path))
+  print(f'  {len(paths) - len(failures)} maps written to {output_dir} in '
         f'{time.monotonic() - started:.1f} s')
   return failures
 
@@ -118,7 +135,7 @@ def command(args) -> int:
   model = VesselModel(args.model)
   print(f'retina-tfx: predicting with {model.path}')
   failures = predict_files(model, args.input, args.output, fov_dir=args.fov,
-                           with_overlay=args.overlay)
+                           with_overlay=args.overlay, map_format=args.format)
   for problem in failures.values():
     print(f'retina-tfx: error: {problem}', file=sys.stderr)
   return 1 if failures else 0

@@ -9,9 +9,9 @@ from pipeline import configs
 
 
 def command(args) -> int:
-  _, rgb = predict.read_as_png(args.image)
+  rgb = predict.read_image(args.image)
   if args.fov:
-    fov = (predict.read_as_png(args.fov, mode='L')[1] > 127).astype(np.float32)
+    fov = (predict.read_image(args.fov, expect_binary=True) > 127).astype(np.float32)
     fov_source = args.fov
   else:
     fov = preprocessing.fov_from_image(rgb).numpy()

@@ -12,6 +12,9 @@ MAX_IMAGE_SIDE = 8192
 # More pixels than this are refused, at ingestion before decoding (a decompression bomb costs its
 # full size in memory) and by the exported model. HRF's 3504x2336 is 8.2 M.
 MAX_IMAGE_PIXELS = 40_000_000
+# What `retina-tfx predict --format` writes, the default first: a 16-bit PNG (probability to
+# 1/65535: the AUC of the float output), an 8-bit PNG (small), float32 .npy (exact).
+MAP_FORMATS = ('png16', 'png8', 'npy')
 
 # Raw tf.Example features written by FundusExampleGen.
 DATASET_KEY = 'dataset'          # the dataset an image comes from, e.g. b'DRIVE' (a slice key)

@@ -1,8 +1,10 @@
-"""Every way a DRIVE input can be wrong that the issue names, each with the file the error must name.
+"""Every way a DRIVE input can be wrong that the issue names, each with the file the error must
+name; and hostile image files for any reader.
 
 A case builds its bad input under tmp_path from the tiny generated dataset and returns
 (path to pass as --data, the file the error must name, words the error must contain).
 """
+import io
 import os
 import shutil
 import zipfile
@@ -47,8 +49,20 @@ def _non_image_with_image_name(root):
 
 def _truncated_tiff(root):
   path = root / 'training/images/21_training.tif'
-  path.write_bytes(path.read_bytes()[:300])
+  path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
   return 'training/images/21_training.tif', 'cannot be decoded'
+
+
+def _zero_byte_image(root):
+  (root / 'test/images/02_test.tif').write_bytes(b'')
+  return 'test/images/02_test.tif', 'is empty (0 bytes)'
+
+
+def _decompression_bomb(root):
+  # 400 M pixels (10 times the bound) in 12 KB: refused from the header, never decoded.
+  Image.new('1', (20000, 20000)).save(root / 'training/images/22_training.tif',
+                                      compression='group4')
+  return 'training/images/22_training.tif', 'more than the 40,000,000 pixels'
 
 
 def _mask_of_wrong_size(root):
@@ -103,6 +117,8 @@ CASES = {
     'text file in images/': _copy_case(_text_file_in_images),
     'non-image file with an image name': _copy_case(_non_image_with_image_name),
     'truncated TIFF': _copy_case(_truncated_tiff),
+    'zero-byte image': _copy_case(_zero_byte_image),
+    'decompression bomb': _copy_case(_decompression_bomb),
     'mask of the wrong size': _copy_case(_mask_of_wrong_size),
     'grey label with many levels': _copy_case(_grey_label),
     'zip with ../ entry': _unsafe_zip('DRIVE/../../evil.tif'),
@@ -112,3 +128,21 @@ CASES = {
     'empty folder': _empty_folder,
     'non-existent folder': _missing_folder,
 }
+
+
+def hostile_files(folder):
+  """Image-named files no reader may decode, written into folder: {path: words its one-line error
+  holds}. The bomb is a 20000x20000 PNG of 49 KB."""
+  folder.mkdir(exist_ok=True)
+  noise = np.random.default_rng(0).integers(0, 256, (60, 64, 3), np.uint8)
+  for name, image_format in (('cut.png', 'PNG'), ('cut.tif', 'TIFF')):
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format=image_format)
+    (folder / name).write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+  (folder / 'empty.png').write_bytes(b'')
+  (folder / 'notes.png').write_text('not an image')
+  Image.new('1', (20000, 20000)).save(folder / 'bomb.png')
+  return {folder / 'cut.png': 'truncated', folder / 'cut.tif': 'truncated',
+          folder / 'empty.png': 'is empty (0 bytes)',
+          folder / 'notes.png': 'cannot be decoded as an image',
+          folder / 'bomb.png': 'more than the 40,000,000 pixels'}

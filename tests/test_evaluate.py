@@ -1,6 +1,8 @@
 """`retina-tfx evaluate`: an exported model on other datasets, scored per dataset and pooled with
 the gate's metrics, equal to scikit-learn on the same FOV pixels."""
+import gzip
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -22,10 +24,14 @@ def other_datasets(tmp_path_factory):
   return [root / 'STARE', root / 'HRF']
 
 
-def test_evaluate_scores_each_dataset_and_all_pooled_like_sklearn(demo_run, other_datasets,
-                                                                  tmp_path, capsys):
+@pytest.fixture(scope='module')
+def model_dir(demo_run):
   [decision] = history.decisions(history.open_store(str(demo_run)))
-  model_dir = path_utils.serving_model_path(decision.model_uri)
+  return path_utils.serving_model_path(decision.model_uri)
+
+
+def test_evaluate_scores_each_dataset_and_all_pooled_like_sklearn(model_dir, other_datasets,
+                                                                  tmp_path, capsys):
   out = tmp_path / 'eval'
   assert main(['evaluate', '--model', model_dir, '--data', *map(str, other_datasets), '--all',
                '-o', str(out)]) == 0
@@ -54,9 +60,7 @@ def test_evaluate_scores_each_dataset_and_all_pooled_like_sklearn(demo_run, othe
 
 
 def test_evaluate_without_all_scores_the_test_splits_and_bad_data_is_one_line(
-    demo_run, other_datasets, tmp_path, capsys):
-  [decision] = history.decisions(history.open_store(str(demo_run)))
-  model_dir = path_utils.serving_model_path(decision.model_uri)
+    model_dir, other_datasets, tmp_path, capsys):
   assert main(['evaluate', '--model', model_dir, '--data', str(other_datasets[0]),
                '-o', str(tmp_path / 'a')]) == 0
   result = json.loads((tmp_path / 'a' / 'evaluation.json').read_text())
@@ -67,3 +71,20 @@ def test_evaluate_without_all_scores_the_test_splits_and_bad_data_is_one_line(
                '-o', str(tmp_path / 'b')]) == 1
   error = capsys.readouterr().err
   assert error.startswith('retina-tfx: error: ') and 'Traceback' not in error
+
+
+def test_a_refused_image_is_named_at_the_end_after_the_others_are_scored(model_dir, other_datasets,
+                                                                         tmp_path, capsys):
+  stare = tmp_path / 'STARE'
+  shutil.copytree(other_datasets[0], stare)
+  culprit = stare / 'stare-images/im0002.ppm.gz'
+  culprit.write_bytes(gzip.compress(b''))
+  assert main(['evaluate', '--model', model_dir, '--data', str(stare), '--all',
+               '-o', str(tmp_path / 'out')]) == 1
+  result = json.loads((tmp_path / 'out' / 'evaluation.json').read_text())
+  assert sorted(result['per_image_auc']) == ['STARE/im0001', 'STARE/im0003', 'STARE/im0004']
+  problem = f'{culprit}: is empty (0 bytes)'
+  assert result['datasets']['STARE']['images'] == 3 and result['refused_files'] == [problem]
+  errors = capsys.readouterr().err.splitlines()
+  assert [line for line in errors if line.startswith('retina-tfx: error: ')] == [
+      f'retina-tfx: error: {problem}']

@@ -154,11 +154,12 @@ def test_every_layout_names_the_file_that_is_wrong(published, tiny_drive, tmp_pa
   _raises([tiny_drive, clinic], 'image id 01 is also in DRIVE')
 
 
-def test_16_bit_and_oversized_images_are_refused_not_clipped(tiny_drive, tmp_path):
+def test_16_bit_images_are_scaled_by_their_range_and_oversized_ones_refused(tiny_drive, tmp_path):
   clinic = _generic_from(tiny_drive, tmp_path / 'clinic', with_masks=False)
-  rgb16 = (np.asarray(Image.open(clinic / 'images/eye-1.png')).astype(np.uint16) * 257)
-  (clinic / 'images/eye-1.png').unlink()
-  cv2.imwrite(str(clinic / 'images/eye-1.png'), rgb16[..., ::-1])
-  _raises([clinic], clinic / 'images/eye-1.png', 'RGB;16', '8 bits per channel')
+  rgb8 = np.asarray(Image.open(clinic / 'images/eye-1.png'))
+  cv2.imwrite(str(clinic / 'images/eye-1.png'), (rgb8.astype(np.uint16) * 257)[..., ::-1])
+  [record] = [r for r in _records(clinic) if r.image_id == 'eye-1']
+  ingested = source.decode_record(record)[constants.IMAGE_KEY]
+  np.testing.assert_array_equal(ingested, np.round(rgb8 * (255 / rgb8.max())).astype(np.uint8))
   Image.new('1', (8000, 6000)).save(clinic / 'images/eye-1.png')   # 48 M pixels, a tiny file
   _raises([clinic], clinic / 'images/eye-1.png', 'more than the 40,000,000')

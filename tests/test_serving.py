@@ -12,8 +12,10 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from tfx.utils import path_utils
 
+import bad_inputs
 from cli import history, predict
 from cli.main import main
+from components.fundus_example_gen import files
 from conftest import PIPELINE_ARGS
 from models import constants, serving
 from models.settings import model_stride
@@ -156,30 +158,47 @@ def test_predict_cli_writes_maps_and_overlays_for_tiff_and_png(saved_model, demo
   shutil.copy(demo_drive / 'test/images/01_test.tif', inputs)
   Image.fromarray(_fundus(demo_drive, 'test/images/02_test.tif')[:300, :280]).save(inputs / 'crop.png')
   (inputs / 'broken.png').write_bytes(b'not a png')
+  bad = {inputs / 'broken.png': 'cannot be decoded as an image', **bad_inputs.hostile_files(inputs)}
   out = tmp_path / 'out'
   code = main(['predict', '--model', str(serving_base), '--input', str(inputs), '--output',
                str(out), '--overlay'])
   captured = capsys.readouterr()
-  assert code == 1  # one input failed ...
-  assert f'{inputs / "broken.png"}: cannot be read as an image' in captured.err
+  assert code == 1  # the bad inputs failed, each said in one line naming it ...
+  errors = [line for line in captured.err.splitlines() if line.startswith('retina-tfx: error: ')]
+  assert len(errors) == len(bad) and 'Traceback' not in captured.err
+  for path, words in bad.items():
+    assert any(line.startswith(f'retina-tfx: error: {path}: ') and words in line
+               for line in errors), path
   assert str(serving_base / '7') in captured.out
   # ... and the others were all written, at their input's size.
+  assert sorted(os.listdir(out)) == ['01_test.png', '01_test_overlay.png', 'crop.png',
+                                     'crop_overlay.png']
   assert Image.open(out / '01_test.png').size == (constants.IMAGE_WIDTH, constants.IMAGE_HEIGHT)
-  assert Image.open(out / '01_test.png').mode == 'L'
+  assert Image.open(out / '01_test.png').mode == 'I;16'
   assert Image.open(out / '01_test_overlay.png').size == (constants.IMAGE_WIDTH,
                                                           constants.IMAGE_HEIGHT)
   assert Image.open(out / 'crop.png').size == (280, 300)
-  assert not (out / 'broken.png').exists()
 
 
-def test_predict_map_equals_the_signature_output(saved_model, demo_drive, tmp_path):
+def test_predict_formats_store_the_signature_output_and_png16_and_npy_keep_its_auc(
+    saved_model, demo_drive, tmp_path):
+  image = str(demo_drive / 'test/images/01_test.tif')
   model = predict.VesselModel(saved_model)
-  png, _ = predict.read_as_png(str(demo_drive / 'test/images/01_test.tif'))
-  probabilities, _ = model.predict(png)
-  predict.predict_files(model, [str(demo_drive / 'test/images/01_test.tif')], str(tmp_path),
-                        progress=lambda *a: None)
-  written = np.asarray(Image.open(tmp_path / '01_test.png'))
-  np.testing.assert_array_equal(written, np.round(probabilities * 255).astype(np.uint8))
+  probabilities, _ = model.predict(files.encode_png(predict.read_image(image)))
+  for map_format in constants.MAP_FORMATS:
+    predict.predict_files(model, [image], str(tmp_path / map_format), map_format=map_format,
+                          progress=lambda *a: None)
+  png8, png16 = (np.asarray(Image.open(tmp_path / f / '01_test.png')) for f in ('png8', 'png16'))
+  npy = np.load(tmp_path / 'npy/01_test.npy')
+  assert (png8.dtype, png16.dtype, npy.dtype) == (np.uint8, np.uint16, np.float32)
+  np.testing.assert_array_equal(png8, np.round(probabilities * 255))
+  np.testing.assert_array_equal(png16, np.round(probabilities * 65535))
+  np.testing.assert_array_equal(npy, probabilities)
+  label = np.asarray(Image.open(demo_drive / 'test/1st_manual/01_manual1.gif').convert('L')) > 127
+  inside = np.asarray(Image.open(demo_drive / 'test/mask/01_test_mask.gif').convert('L')) > 127
+  auc = roc_auc_score(label[inside], probabilities[inside])
+  for stored in (png16 / 65535, npy):
+    assert roc_auc_score(label[inside], stored[inside]) == pytest.approx(auc, abs=1e-5)
 
 
 def test_not_a_model_is_a_clear_error(tmp_path, capsys):

@@ -21,5 +21,5 @@ def test_writes_a_grid_of_the_steps(tiny_drive, tmp_path, capsys):
 def test_unreadable_image_is_one_clear_error(tmp_path, capsys):
   (tmp_path / 'x.tif').write_bytes(b'nope')
   assert main(['show-preprocessing', str(tmp_path / 'x.tif'), '-o', str(tmp_path / 'o.png')]) == 1
-  assert f'{tmp_path / "x.tif"}: cannot be read as an image' in capsys.readouterr().err
+  assert f'{tmp_path / "x.tif"}: cannot be decoded as an image' in capsys.readouterr().err
   assert not (tmp_path / 'o.png').exists()

@@ -10,9 +10,10 @@ import re
 import zipfile
 from typing import List, Optional, Sequence
 
+import cv2
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from models import constants
 
@@ -23,7 +24,8 @@ class FundusInputError(ValueError):
   """Bad input data. The message starts with the offending file."""
 
   def __init__(self, where: str, problem: str):
-    super().__init__(f'{ERROR_PREFIX}{where}: {problem}')
+    self.message = f'{where}: {problem}'   # what a command prints after 'retina-tfx: error: '
+    super().__init__(ERROR_PREFIX + self.message)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,42 +98,100 @@ def list_files(path: str) -> List[FileRef]:
 
 
 def decode_file(ref: FileRef, expect_binary: bool) -> np.ndarray:
-  """Decodes one source file to uint8 pixels: RGB [H, W, 3], or a 0/255 map [H, W]. Refuses what
-  would need a silent conversion: 16-bit or float images, and more than MAX_PIXELS pixels."""
+  """One dataset file decoded by decode_image's rules."""
   try:
-    with Image.open(io.BytesIO(ref.read())) as image:
+    data = ref.read()
+  except (OSError, EOFError, zipfile.BadZipFile, tf.errors.OpError) as e:
+    raise FundusInputError(str(ref), f'cannot be read ({e})') from e
+  return decode_image(data, str(ref), expect_binary)
+
+
+def decode_image(data: bytes, name: str, expect_binary: bool) -> np.ndarray:
+  """Image file bytes -> uint8 pixels: RGB [H, W, 3], or a 0/255 map [H, W]. Every reader uses it,
+  so ingestion, evaluate, predict and show-preprocessing see the same pixels and refuse the same
+  files, with one line naming `name`: an empty or non-image file, a truncated one, one of more than
+  MAX_IMAGE_PIXELS pixels (refused from its header, before decoding: a decompression bomb).
+
+  Palette, gray, 1-bit, CMYK and alpha images become RGB as PIL converts them (alpha ignored).
+  Wider samples (16-bit RGB or gray, 32-bit integer or float gray) are scaled by the image's own
+  range, never clipped: divided by the image's maximum, so that becomes 255 and 0 stays 0, and
+  rounded. A 12-bit camera's 0..4095 in a 16-bit file fills 0..255; a 0/65535 map becomes 0/255."""
+  if not data:
+    raise FundusInputError(name, 'is empty (0 bytes)')
+  try:
+    with Image.open(io.BytesIO(data)) as image:
       width, height = image.size
       if width * height > constants.MAX_IMAGE_PIXELS:
-        raise FundusInputError(str(ref), f'{width}x{height} pixels is more than the '
-                               f'{constants.MAX_IMAGE_PIXELS:,} an image may have')
-      # PIL reads 16-bit RGB as mode RGB, keeping the high bytes: the raw mode tells.
-      raw_mode = _raw_mode(image)
-      if image.mode not in (('1', 'L', 'P') if expect_binary else ('RGB',)) or ';16' in raw_mode:
-        wanted = 'a 1- or 8-bit map' if expect_binary else 'an 8-bit RGB image'
-        raise FundusInputError(str(ref), f'expected {wanted}, got {raw_mode or image.mode} '
-                               '(convert it to 8 bits per channel first)')
-      image.load()
-      pixels = np.asarray(image.convert('L') if expect_binary else image)
-  except (OSError, SyntaxError, ValueError, EOFError, zipfile.BadZipFile,
-          Image.DecompressionBombError, tf.errors.OpError) as e:
+        raise FundusInputError(name, f'{width}x{height} pixels is {_TOO_LARGE}')
+      wide_gray = image.mode in ('I', 'F') or image.mode.startswith('I;16')
+      if expect_binary and not (wide_gray or image.mode in ('1', 'L', 'P')):
+        raise FundusInputError(name, f'expected a gray map (1-bit, palette, 8 or 16-bit), got '
+                               f'{image.mode}')
+      low_bytes_dropped = _drops_low_bytes(image)   # tells from the tile, which load() clears
+      image.load()   # a truncated file fails here: ImageFile.LOAD_TRUNCATED_IMAGES stays False
+      if low_bytes_dropped:
+        pixels = _decode_wide_color(data)
+      elif wide_gray:
+        pixels = np.asarray(image)
+      else:
+        pixels = np.asarray(image.convert('L' if expect_binary else 'RGB'))
+  except UnidentifiedImageError as e:
+    raise FundusInputError(name, 'cannot be decoded as an image (not a format PIL reads, or its '
+                           'header is damaged or cut off)') from e
+  except Image.DecompressionBombError as e:   # PIL's own bound, checked in Image.open
+    raise FundusInputError(name, f'is {_TOO_LARGE} ({e})') from e
+  except (OSError, SyntaxError, ValueError, EOFError, cv2.error) as e:
     if isinstance(e, FundusInputError):
       raise
-    raise FundusInputError(str(ref), f'cannot be decoded as an image ({e})') from e
+    raise FundusInputError(name, f'cannot be decoded as an image ({e})') from e
+  pixels = _scaled_to_8_bits(pixels, name)
   if expect_binary:
     # DRIVE's 2nd_manual GIFs use a palette of gray levels 3 and 253: accept any two-level map with
     # one dark and one bright level and store it as 0/255; anything with more levels is not a label.
     levels = np.unique(pixels)
     if len(levels) > 2 or (len(levels) == 2 and not (levels[0] < 128 <= levels[1])):
-      raise FundusInputError(str(ref), f'expected a binary (two-level) map, found gray levels '
+      raise FundusInputError(name, f'expected a binary (two-level) map, found gray levels '
                              f'{levels[:8]}{"..." if len(levels) > 8 else ""}')
-    pixels = np.where(pixels >= 128, 255, 0).astype(np.uint8)
-  return pixels
+    return np.where(pixels >= 128, 255, 0).astype(np.uint8)
+  return pixels if pixels.ndim == 3 else np.stack([pixels] * 3, axis=-1)
 
 
-def _raw_mode(image: Image.Image) -> str:
-  """How the file stores its pixels, e.g. 'RGB;16B' for 16-bit RGB (PIL's mode would say 'RGB')."""
-  args = image.tile[0][3] if image.tile else ''
-  return str(args[0] if isinstance(args, tuple) else args)
+_TOO_LARGE = f'more than the {constants.MAX_IMAGE_PIXELS:,} pixels an image may have'
+
+
+def _drops_low_bytes(image: Image.Image) -> bool:
+  """PIL opens 16-bit RGB, RGBA and gray+alpha as 8 bits per sample, keeping the high bytes: the
+  file's raw mode tells ('RGB;16B'), or for a PPM its maximum value (above 255)."""
+  if not image.tile or image.mode in ('I', 'F') or image.mode.startswith('I;16'):
+    return False
+  decoder, args = image.tile[0][0], image.tile[0][3]
+  raw_mode, *rest = args if isinstance(args, tuple) else (args,)
+  return ';16' in str(raw_mode) or (decoder == 'ppm' and bool(rest) and rest[0] > 255)
+
+
+def _decode_wide_color(data: bytes) -> np.ndarray:
+  """16-bit color samples as they are (OpenCV keeps them): RGB [H, W, 3], alpha dropped."""
+  pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+  if pixels is None:
+    raise OSError('OpenCV cannot decode its 16-bit samples')
+  channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+  conversion = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}[channels]
+  return cv2.cvtColor(pixels, conversion)
+
+
+def _scaled_to_8_bits(pixels: np.ndarray, name: str) -> np.ndarray:
+  """uint8 as it is; wider samples divided by the image's maximum (-> 255), rounded."""
+  if pixels.dtype == np.uint8:
+    return pixels
+  values = pixels.astype(np.float32)
+  if not np.isfinite(values).all() or values.min() < 0:
+    raise FundusInputError(name, f'has {pixels.dtype} samples below 0 or not finite: no range to '
+                           'scale to 8 bits')
+  peak = values.max()
+  if peak:
+    values *= 255   # exact for 16-bit samples; then one rounding, in the division
+    values /= peak
+  return np.round(values).astype(np.uint8)
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

@@ -1,0 +1,111 @@
+"""The one image decoder every reader uses (ingestion and evaluate through files.decode_file,
+predict and show-preprocessing through predict.read_image): a hostile file is one line naming it,
+wide samples are scaled by the image's range (never clipped), any other mode becomes RGB."""
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import bad_inputs
+from cli import predict
+from components.fundus_example_gen import files
+
+READERS = ('ingestion', 'predict')
+
+
+def _read(reader, path, expect_binary=False):
+  if reader == 'ingestion':
+    return files.decode_file(files.FileRef(rel_path=path.name, path=str(path)), expect_binary)
+  return predict.read_image(str(path), expect_binary)
+
+
+@pytest.fixture(scope='module')
+def hostile(tmp_path_factory):
+  return bad_inputs.hostile_files(tmp_path_factory.mktemp('hostile'))
+
+
+@pytest.mark.parametrize('reader', READERS)
+def test_each_hostile_file_is_one_line_naming_it(hostile, reader):
+  for path, words in hostile.items():
+    with pytest.raises((files.FundusInputError, predict.PredictError)) as error:
+      _read(reader, path)
+    line = getattr(error.value, 'message', str(error.value))
+    assert line.startswith(f'{path}: ') and words in line and '\n' not in line, line
+
+
+def test_a_bomb_under_pils_own_bound_is_refused_from_its_header(tmp_path):
+  Image.new('1', (8000, 6000)).save(tmp_path / 'big.png')   # 48 M pixels: PIL would decode it
+  with pytest.raises(predict.PredictError, match='8000x6000 pixels is more than the 40,000,000'):
+    predict.read_image(str(tmp_path / 'big.png'))
+
+
+# A 12-bit camera's 0..4095 in 16-bit containers (and as 32-bit int and float): 0..255 after.
+RAMP = np.arange(4096, dtype=np.uint16).reshape(64, 64)
+RAMP_RGB = np.stack([RAMP, RAMP // 2, 4095 - RAMP], axis=-1)
+
+
+def _scaled(samples):
+  return np.round(samples * 255.0 / 4095).astype(np.uint8)
+
+
+def _write_wide(path):
+  if path.name.startswith('rgb'):
+    assert cv2.imwrite(str(path), RAMP_RGB[..., ::-1])
+  elif path.name.startswith('rgba'):
+    opaque = np.full_like(RAMP, 65535)[..., None]
+    assert cv2.imwrite(str(path), np.concatenate([RAMP_RGB[..., ::-1], opaque], axis=-1))
+  else:
+    samples = {'gray16': RAMP, 'int32': RAMP.astype(np.int32) * 1000,
+               'float': RAMP.astype(np.float32) / 8190}[path.stem]   # float: 0..0.5
+    Image.fromarray(samples).save(path)
+
+
+@pytest.mark.parametrize('reader', READERS)
+@pytest.mark.parametrize('name', ['gray16.png', 'gray16.tif', 'rgb16.png', 'rgb16.tif',
+                                  'rgb16.ppm', 'rgba16.png', 'int32.tif', 'float.tif'])
+def test_wide_samples_are_divided_by_the_image_maximum_not_clipped(reader, name, tmp_path):
+  _write_wide(tmp_path / name)
+  rgb = _read(reader, tmp_path / name)
+  expected = _scaled(RAMP_RGB if 'rgb' in name else np.stack([RAMP] * 3, axis=-1))
+  assert rgb.dtype == np.uint8 and rgb.max() == 255
+  np.testing.assert_array_equal(rgb, expected)
+  if 'rgb' not in name:
+    assert rgb.mean() == pytest.approx(127.5)   # the old clipping gave ~251
+
+
+@pytest.mark.parametrize('suffix', ['.png', '.tif'])
+def test_a_16_bit_map_of_0_and_65535_is_0_and_255(suffix, tmp_path):
+  vessels = RAMP % 7 == 0
+  Image.fromarray(vessels.astype(np.uint16) * 65535).save(tmp_path / f'label{suffix}')
+  for reader in READERS:
+    np.testing.assert_array_equal(_read(reader, tmp_path / f'label{suffix}', expect_binary=True),
+                                  vessels * 255)
+
+
+@pytest.mark.parametrize('samples, problem', [
+    (np.array([[0, -5], [7, 9]], np.int32), 'below 0'),
+    (np.array([[0, np.nan], [0.5, 1]], np.float32), 'not finite'),
+])
+def test_samples_without_a_range_from_0_are_refused(samples, problem, tmp_path):
+  Image.fromarray(samples).save(tmp_path / 'odd.tif')
+  with pytest.raises(files.FundusInputError, match=problem):
+    _read('ingestion', tmp_path / 'odd.tif')
+
+
+@pytest.mark.parametrize('mode, pixels, suffix, expected', [
+    ('1', (0, 255), '.png', [(0, 0, 0), (255, 255, 255)]),
+    ('L', (30, 200), '.png', [(30, 30, 30), (200, 200, 200)]),
+    ('P', (0, 1), '.png', [(10, 20, 30), (200, 150, 100)]),
+    ('LA', ((30, 0), (200, 255)), '.png', [(30, 30, 30), (200, 200, 200)]),
+    ('RGBA', ((10, 20, 30, 0), (200, 150, 100, 128)), '.png', [(10, 20, 30), (200, 150, 100)]),
+    ('CMYK', ((255, 0, 0, 0), (0, 0, 0, 0)), '.tif', [(0, 255, 255), (255, 255, 255)]),
+])
+def test_other_modes_become_rgb_and_alpha_is_ignored(mode, pixels, suffix, expected, tmp_path):
+  image = Image.new(mode, (2, 1))
+  if mode == 'P':
+    image.putpalette([10, 20, 30, 200, 150, 100])
+  for x, value in enumerate(pixels):
+    image.putpixel((x, 0), value)
+  image.save(tmp_path / f'image{suffix}')
+  for reader in READERS:
+    np.testing.assert_array_equal(_read(reader, tmp_path / f'image{suffix}'), [expected])
