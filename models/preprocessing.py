@@ -20,14 +20,46 @@ GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def _header_field(encoded: tf.Tensor, offset: int, dtype, little_endian: bool) -> tf.Tensor:
+  """Two consecutive integers of `dtype` at byte `offset`, as int64 [2]."""
+  length = 2 * tf.as_dtype(dtype).size
+  return tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, offset, length), dtype,
+                                  little_endian=little_endian), tf.int64)
+
+
+def encoded_size(encoded: tf.Tensor) -> tf.Tensor:
+  """[height, width] of a PNG, JPEG, GIF or BMP (the formats decode_image reads) from its header,
+  without decoding it; [-1, -1] for anything else, which decode_image then refuses."""
+  magic = tf.strings.substr(encoded, 0, 8)
+  length = tf.strings.length(encoded)
+  starts_with = lambda prefix: tf.equal(tf.strings.substr(magic, 0, len(prefix)), prefix)
+  return tf.case([
+      # PNG IHDR: big-endian 32-bit width, height at byte 16.
+      (tf.equal(magic, _PNG_SIGNATURE) & (length >= 24),
+       lambda: tf.reverse(_header_field(encoded, 16, tf.int32, False), [0])),
+      (starts_with(b'\xff\xd8\xff'),
+       lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)),
+      # GIF logical screen: little-endian 16-bit width, height at byte 6.
+      (starts_with(b'GIF') & (length >= 10),
+       lambda: tf.reverse(_header_field(encoded, 6, tf.uint16, True), [0])),
+      # BMP info header: little-endian 32-bit width, height (negative: stored top-down) at byte 18.
+      (starts_with(b'BM') & (length >= 26),
+       lambda: tf.abs(tf.reverse(_header_field(encoded, 18, tf.int32, True), [0]))),
+  ], default=lambda: tf.constant([-1, -1], tf.int64))
+
+
 def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
-  """PNG or JPEG bytes -> uint8 [H, W, 3]; refuses more than constants.MAX_IMAGE_PIXELS pixels."""
-  rgb = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-  pixels = tf.shape(rgb, out_type=tf.int64)[0] * tf.shape(rgb, out_type=tf.int64)[1]
-  with tf.control_dependencies([tf.debugging.assert_less_equal(
-      pixels, tf.constant(constants.MAX_IMAGE_PIXELS, tf.int64),
-      message=f'image has more than {constants.MAX_IMAGE_PIXELS:,} pixels')]):
-    return tf.identity(rgb)
+  """PNG, JPEG, GIF or BMP bytes -> uint8 [H, W, 3]. An image of more than
+  constants.MAX_IMAGE_PIXELS pixels is refused from its header, before a byte is decoded: a
+  compressed file of a few hundred KB can hold billions of pixels."""
+  size = encoded_size(encoded)
+  with tf.control_dependencies([tf.debugging.Assert(
+      size[0] * size[1] <= constants.MAX_IMAGE_PIXELS,
+      [f'image has more than {constants.MAX_IMAGE_PIXELS:,} pixels; its [height, width]:', size])]):
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
 def decode_mask(encoded: tf.Tensor) -> tf.Tensor:

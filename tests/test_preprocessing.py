@@ -1,10 +1,12 @@
 """The recipe's preprocessing in TF: parity with the recipe's numpy/OpenCV, and the FOV rule."""
 import glob
+import io
 import os
 
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from conftest import REAL_DRIVE
@@ -70,3 +72,17 @@ def test_fov_from_image_matches_drive_masks():
         os.path.join(REAL_DRIVE, 'training', 'mask', f'{image_id}_training_mask.gif')).convert('L')) > 127
     found = preprocessing.fov_from_image(np.asarray(Image.open(path))).numpy() > 0.5
     assert (truth & found).sum() / (truth | found).sum() > 0.98, path
+
+
+@pytest.mark.parametrize('fmt', ['PNG', 'JPEG', 'GIF', 'BMP'])
+def test_the_image_size_is_read_from_the_header_of_every_format_the_graph_decodes(fmt):
+  pixels = np.random.default_rng(0).integers(0, 256, (77, 123, 3), dtype=np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format=fmt)
+  encoded = tf.constant(buffer.getvalue())
+  np.testing.assert_array_equal(preprocessing.encoded_size(encoded), [77, 123])
+  assert preprocessing.decode_rgb(encoded).shape == (77, 123, 3)
+  # Anything else has no size to read; decoding then says what it is not.
+  np.testing.assert_array_equal(preprocessing.encoded_size(tf.constant(b'GIF')), [-1, -1])
+  with pytest.raises(tf.errors.InvalidArgumentError, match='Unknown image file format'):
+    preprocessing.decode_rgb(tf.constant(b'not an image at all'))

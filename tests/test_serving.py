@@ -1,8 +1,11 @@
 """The exported model: image bytes in, same-size vessel map out; TFMA and transform signatures;
 `retina-tfx predict` on files (TIFF included) and on a pushed serving folder."""
 import io
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -226,7 +229,36 @@ def test_an_image_and_its_3x_upsampled_copy_give_maps_that_agree(signatures, dem
       roc_auc_score(label[inside], small_map[inside]), abs=0.01)
 
 
-def test_an_image_beyond_the_pixel_bound_is_refused(signatures):
-  huge = np.zeros((6000, 7000), np.uint8)   # 42 M pixels
-  with pytest.raises(tf.errors.InvalidArgumentError, match='more than 40,000,000 pixels'):
-    signatures[1][serving.SERVE](images=tf.constant([_encode(huge, 'PNG')]))
+# Serves a small image, then a decompression bomb, in a fresh process: its peak memory tells
+# whether the bomb was decoded before it was refused.
+_BOMB_PROBE = """
+import json, resource, sys
+import tensorflow as tf
+from models import serving
+serve = tf.saved_model.load(sys.argv[1]).signatures[serving.SERVE]
+small, bomb = (open(path, 'rb').read() for path in sys.argv[2:])
+serve(images=tf.constant([small]))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+  serve(images=tf.constant([bomb]))
+  error = None
+except tf.errors.InvalidArgumentError as e:
+  error = e.message
+growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+print(json.dumps({'error': error, 'growth_mb': growth_mb}))
+"""
+
+
+def test_an_image_beyond_the_pixel_bound_is_refused_before_it_is_decoded(saved_model, demo_drive,
+                                                                          tmp_path):
+  small = tmp_path / 'small.png'
+  small.write_bytes(_encode(_fundus(demo_drive), 'PNG'))
+  bomb = tmp_path / 'bomb.png'
+  Image.new('1', (20000, 15000)).save(bomb)   # 300 M pixels in ~40 KB: 900 MB decoded as RGB
+  probe = subprocess.run([sys.executable, '-c', _BOMB_PROBE, saved_model, str(small), str(bomb)],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+  result = json.loads(probe.stdout.strip().splitlines()[-1])
+  assert 'image has more than 40,000,000 pixels' in result['error']
+  assert '[15000 20000]' in result['error']
+  assert result['growth_mb'] < 200
