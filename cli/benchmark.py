@@ -13,7 +13,7 @@ import numpy as np
 from sklearn import metrics
 from tfx.utils import path_utils
 
-from cli import console, history, predict, run, run_lock, status
+from cli import console, history, predict, run, status
 from components.fundus_example_gen import files, layouts, source
 from models import constants, training, vessel_metrics
 from pipeline import configs
@@ -80,12 +80,8 @@ def write_result(output_dir: str, result: Dict) -> str:
 
 
 def command(args) -> int:
-  pipeline_root = os.path.join(args.output, 'pipeline_root')
-  with run_lock.holding(pipeline_root):  # to the end: the result names the root's latest decision
-    return run_and_score(args, pipeline_root)
-
-
-def run_and_score(args, pipeline_root: str) -> int:
+  """Runs in args.pipeline_root (<output>/pipeline_root), whose lock cli.main holds."""
+  pipeline_root = args.pipeline_root
   runs = run.run_pipeline(args, pipeline_root, os.path.join(args.output, configs.SERVING_DIR))
   if runs is None:
     return 1

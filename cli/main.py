@@ -173,15 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+_RUNS_PIPELINE = ('run', 'benchmark')   # the commands that hold a pipeline root's run lock
+
+
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = build_parser().parse_args(argv)
   args.argv = argv
-  if args.command not in ('run', 'benchmark'):  # those send TensorFlow's logs to the run's log
+  if args.command not in _RUNS_PIPELINE:  # those send TensorFlow's logs to the run's log
     logging.getLogger('tensorflow').setLevel(logging.ERROR)
-  from cli import console
+  from cli import console, run_lock
+  from pipeline import configs
   try:
-    return importlib.import_module(f'cli.{args.command}').command(args)
+    if args.command not in _RUNS_PIPELINE:
+      return importlib.import_module(f'cli.{args.command}').command(args)
+    if args.command == 'benchmark':
+      args.pipeline_root = os.path.join(args.output, configs.DEFAULT_PIPELINE_ROOT)
+    # Before the command's (TensorFlow's) imports, so a second run stops within a blink.
+    with run_lock.holding(args.pipeline_root):
+      return importlib.import_module(f'cli.{args.command}').command(args)
   except console.CommandError as error:
     print(f'retina-tfx: error: {error}', file=sys.stderr)
     return 1

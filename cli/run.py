@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
-from cli import console, history, report, run_lock, status
+from cli import console, history, report, status
 from pipeline import configs, local_runner
 
 
@@ -20,8 +20,8 @@ def profile_of(args) -> configs.Profile:
 
 def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[history.NodeRun]]:
   """Runs the pipeline with progress on the terminal, then lists the artifacts; returns MLMD's
-  node runs, or None on failure (said on stderr, with the log's path). The caller holds the root's
-  run lock (`run_lock.holding`)."""
+  node runs, or None on failure (said on stderr, with the log's path). cli.main holds the root's
+  run lock (cli/run_lock.py)."""
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   log_path = os.path.join(os.path.abspath(pipeline_root), configs.LOG_DIR, f'run-{stamp}.log')
   print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
@@ -56,12 +56,11 @@ def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[hi
 def command(args) -> int:
   serving_dir = args.serving_dir or os.path.join(
       os.path.dirname(os.path.abspath(args.pipeline_root)), configs.SERVING_DIR)
-  with run_lock.holding(args.pipeline_root):
-    if run_pipeline(args, args.pipeline_root, serving_dir) is None:
-      return 1
-    if args.until:
-      return 0
-    status.print_latest_decision(args.pipeline_root)
-    report_dir = os.path.join(args.pipeline_root, configs.REPORT_DIR)
-    print(f'report: {report.write_report(args.pipeline_root, report_dir)}')
+  if run_pipeline(args, args.pipeline_root, serving_dir) is None:
+    return 1
+  if args.until:
+    return 0
+  status.print_latest_decision(args.pipeline_root)
+  report_dir = os.path.join(args.pipeline_root, configs.REPORT_DIR)
+  print(f'report: {report.write_report(args.pipeline_root, report_dir)}')
   return 0
