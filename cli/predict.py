@@ -1,6 +1,7 @@
 """`retina-tfx predict`: vessel maps for image files from an exported model (a SavedModel or a
 pushed serving folder)."""
 import os
+import re
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -101,6 +102,16 @@ def find_fov(fov_dir: str, image_path: str) -> str:
   return os.path.join(fov_dir, matches[0])
 
 
+def _model_problem(message: str) -> str:
+  """The graph's own words in a TF error: its last unindented line (after TF's preamble and stack,
+  before the indented node name), with an assertion's bracketed message and data unwrapped."""
+  lines = [line for line in message.splitlines() if line.strip() and not line[0].isspace()]
+  problem = lines[-1] if lines else message.strip()
+  if problem.startswith('assertion failed: '):
+    return ' '.join(re.findall(r'\[([^\[\]]*)\]', problem)) or problem
+  return problem
+
+
 def predict_files(model: VesselModel, inputs: Sequence[str], output_dir: str,
                   fov_dir: Optional[str] = None, with_overlay: bool = False,
                   map_format: str = constants.MAP_FORMATS[0],
@@ -124,7 +135,7 @@ def predict_files(model: VesselModel, inputs: Sequence[str], output_dir: str,
     except PredictError as error:
       failures[path] = str(error)
     except tf.errors.InvalidArgumentError as error:
-      failures[path] = f'{path}: the model rejected it ({error.message.strip().splitlines()[0]})'
+      failures[path] = f'{path}: the model rejected it ({_model_problem(error.message)})'
     progress(done, len(paths), os.path.basename(path))
   print(f'  {len(paths) - len(failures)} maps written to {output_dir} in '
         f'{time.monotonic() - started:.1f} s')

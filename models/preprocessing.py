@@ -58,7 +58,7 @@ def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
   size = encoded_size(encoded)
   with tf.control_dependencies([tf.debugging.Assert(
       size[0] * size[1] <= constants.MAX_IMAGE_PIXELS,
-      [f'image has more than {constants.MAX_IMAGE_PIXELS:,} pixels; its [height, width]:', size])]):
+      [f'image has more than {constants.MAX_IMAGE_PIXELS:,} pixels; its height and width:', size])]):
     return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 

@@ -124,8 +124,10 @@ def test_fov_window_is_the_grid_aligned_bounding_box_of_the_fov(fov, align, box)
 
 
 def test_garbage_bytes_are_a_clear_error(signatures):
-  with pytest.raises(tf.errors.InvalidArgumentError, match='Unknown image file format'):
+  with pytest.raises(tf.errors.InvalidArgumentError, match='Unknown image file format') as error:
     signatures[1][serving.SERVE](images=tf.constant([b'definitely not an image']))
+  # What predict says when the model refuses an input: the graph's words, not TF's preamble.
+  assert predict._model_problem(error.value.message).startswith('Unknown image file format')
 
 
 def test_tfma_and_transform_signatures_take_serialized_examples(signatures, demo_run):
@@ -259,6 +261,6 @@ def test_an_image_beyond_the_pixel_bound_is_refused_before_it_is_decoded(saved_m
                          capture_output=True, text=True, check=True,
                          env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
   result = json.loads(probe.stdout.strip().splitlines()[-1])
-  assert 'image has more than 40,000,000 pixels' in result['error']
-  assert '[15000 20000]' in result['error']
+  assert predict._model_problem(result['error']) == (
+      'image has more than 40,000,000 pixels; its height and width: 15000 20000')
   assert result['growth_mb'] < 200
