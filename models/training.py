@@ -41,6 +41,7 @@ SUMMARY_FILE = 'training.json'   # in the Trainer's model_run output
 # training (TrainingState). Removed when training ends.
 RESUME_DIR = 'resume'
 RESUME_STATE_FILE = 'state.json'
+BEST_WEIGHTS_FILE = 'best.weights.h5'   # ModelCheckpoint's, in the model run's checkpoints/
 
 
 # CPU flags of native bfloat16 matrix maths (Intel AMX, AVX512-BF16), which oneDNN uses for Keras'
@@ -306,9 +307,9 @@ def read_resume_state(model_run_dir: str) -> Optional[Dict[str, Any]]:
 
 class TrainingState(keras.callbacks.Callback):
   """After every epoch, saves what a rerun needs to continue this training: weights, optimizer,
-  the best validation AUC so far, epochs done and time spent. The checkpoint of epoch N is written
-  first and the state file naming it second (a rename), so a kill at any moment leaves a state
-  file and the checkpoint it names; older checkpoints go after that."""
+  the best epoch's weights and validation AUC, epochs done and time spent. Epoch N's files are
+  written first and the state file naming them second (a rename), so a kill at any moment leaves a
+  state file and the files it names; older files go after that."""
 
   def __init__(self, model_run_dir: str, fingerprint: str, state: tf.train.Checkpoint,
                best_epoch: keras.callbacks.ModelCheckpoint, budget: TimeBudget):
@@ -322,10 +323,18 @@ class TrainingState(keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     prefix = f'epoch-{epoch + 1}'
     self.state.write(os.path.join(self.directory, prefix))
+    # A copy: ModelCheckpoint rewrites its file in place, which a kill can leave half written.
+    # (There is none while no epoch has had a validation AUC.)
+    best_weights = f'{prefix}.{BEST_WEIGHTS_FILE}'
+    if tf.io.gfile.exists(self.best_epoch.filepath):
+      tf.io.gfile.copy(self.best_epoch.filepath, os.path.join(self.directory, best_weights),
+                       overwrite=True)
+    else:
+      best_weights = None
     _write_json(os.path.join(self.directory, RESUME_STATE_FILE), {
         'fingerprint': self.fingerprint, 'epochs_done': epoch + 1, 'checkpoint': prefix,
-        'training_seconds': self.budget.elapsed_seconds(),
-        'best_validation_auc': float(self.best_epoch.best)})
+        'best_weights': best_weights, 'best_validation_auc': float(self.best_epoch.best),
+        'training_seconds': self.budget.elapsed_seconds()})
     for path in tf.io.gfile.glob(os.path.join(self.directory, 'epoch-*')):
       if not os.path.basename(path).startswith(prefix + '.'):
         tf.io.gfile.remove(path)
@@ -375,20 +384,23 @@ def validation_auc(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> 
   return model.evaluate(dataset, steps=steps, verbose=0, return_dict=True)['auc']
 
 
-def _resume(model_run_dir: str, resume_from: str, state: tf.train.Checkpoint) -> Dict[str, Any]:
-  """Takes over an interrupted training's files (its state is consumed: it is resumed once) and
-  loads its last epoch's weights and optimizer into `state`; returns its resume state."""
+def _resume(model_run_dir: str, resume_from: str, state: tf.train.Checkpoint,
+            best_weights: str) -> Dict[str, Any]:
+  """Takes over an interrupted training's state (consumed: it is resumed once), loads its last
+  epoch's weights and optimizer into `state` and puts its best epoch's weights at `best_weights`;
+  returns its resume state."""
   resume_state = read_resume_state(resume_from)
-  for folder in ('checkpoints', RESUME_DIR):
-    source = os.path.join(resume_from, folder)
-    for path in tf.io.gfile.glob(os.path.join(source, '*')):
-      target = os.path.join(model_run_dir, folder, os.path.basename(path))
-      tf.io.gfile.makedirs(os.path.dirname(target))
-      tf.io.gfile.copy(path, target, overwrite=True)
-  tf.io.gfile.rmtree(os.path.join(resume_from, RESUME_DIR))
+  source, target = os.path.join(resume_from, RESUME_DIR), os.path.join(model_run_dir, RESUME_DIR)
+  tf.io.gfile.makedirs(target)
+  for path in tf.io.gfile.glob(os.path.join(source, '*')):
+    tf.io.gfile.copy(path, os.path.join(target, os.path.basename(path)), overwrite=True)
+  tf.io.gfile.rmtree(source)
+  if resume_state['best_weights']:
+    tf.io.gfile.makedirs(os.path.dirname(best_weights))
+    tf.io.gfile.copy(os.path.join(target, resume_state['best_weights']), best_weights,
+                     overwrite=True)
   state.model.optimizer.build(state.model.trainable_variables)
-  state.read(os.path.join(model_run_dir, RESUME_DIR, resume_state['checkpoint'])
-             ).assert_existing_objects_matched()
+  state.read(os.path.join(target, resume_state['checkpoint'])).assert_existing_objects_matched()
   return resume_state
 
 
@@ -408,14 +420,14 @@ def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str,
                                  alpha=0.05)
     model = compile_model(config, schedule)
     state = _tracked_state(model, schedule)
-    resumed = _resume(model_run_dir, resume_from, state) if resume_from else {
+    best_weights = os.path.join(model_run_dir, 'checkpoints', BEST_WEIGHTS_FILE)
+    resumed = _resume(model_run_dir, resume_from, state, best_weights) if resume_from else {
         'epochs_done': 0, 'training_seconds': 0.0, 'best_validation_auc': None}
   if resume_from:
     logging.info('Trainer: resuming the training interrupted in %s after epoch %d of %d '
                  '(%.1f min of training)', resume_from, resumed['epochs_done'], config.epochs,
                  resumed['training_seconds'] / 60)
   logging.info('Trainer: %s with %d parameters', model.name, model.count_params())
-  best_weights = os.path.join(model_run_dir, 'checkpoints', 'best.weights.h5')
   checkpoint = keras.callbacks.ModelCheckpoint(
       best_weights, monitor='val_auc', mode='max', save_best_only=True, save_weights_only=True,
       initial_value_threshold=resumed['best_validation_auc'])

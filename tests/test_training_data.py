@@ -157,6 +157,7 @@ def test_a_killed_training_resumes_after_its_last_epoch_with_the_same_settings(t
   checkpoint = tf.train.load_checkpoint(str(resumed / training.RESUME_DIR / state['checkpoint']))
   assert checkpoint.get_tensor('optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE') == (
       4 * config.steps_per_epoch)
+  assert (resumed / 'checkpoints' / training.BEST_WEIGHTS_FILE).exists()
   # Its time: the killed run's two epochs and its own two.
   assert summary['training_seconds'] >= state['training_seconds'] > 0
   # The killed run's state is consumed: a later rerun does not resume it a second time.
