@@ -10,6 +10,7 @@ from components.data_gate.component import DataGate
 from components.fundus_example_gen.component import FundusExampleGen
 from components.numbered_pusher.component import NumberedPusher
 from components.patch_gen.component import PatchGen
+from components.transform.component import Transform
 from models import constants, settings
 from pipeline import configs, eval_config
 
@@ -48,7 +49,7 @@ def create_pipeline(
   ).with_id(configs.EXAMPLE_VALIDATOR)
   data_gate = DataGate(anomalies=example_validator.outputs['anomalies'],
                        schema=schema_importer.outputs['schema']).with_id(configs.DATA_GATE)
-  transform = tfx.components.Transform(
+  transform = Transform(
       examples=example_gen.outputs['examples'],
       schema=data_gate.outputs['validated_schema'],
       preprocessing_fn=configs.PREPROCESSING_FN,
