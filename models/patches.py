@@ -1,12 +1,15 @@
 """The on-disk format of training patches: written by PatchGen (numpy), read by the Trainer (tf.data).
 
-A patch is one tf.Example holding uint8 bytes: the preprocessed image as gray levels k (value k/255,
-exact, since preprocessing ends on a 256-level LUT), and the label and FOV as 0/1. Four times smaller
-than float32 before the gzip of the TFRecord files, and lossless.
+A patch is one tf.Example holding uint8 bytes, in the convention of Transform's maps
+(models/transform.py, `encode_map`): the preprocessed image as gray levels k (value k/255, exact,
+since preprocessing ends on a 256-level LUT), and the label and FOV as 0/1. Lossless.
+
+PatchGen writes each image's patches to a file of their own (`image_file_name`); the Trainer mixes
+the images by reading many files at once (models/training.py, `make_dataset`).
 """
 import math
 import os
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -20,18 +23,34 @@ MAP_KEYS = (constants.IMAGE_KEY, constants.LABEL_KEY, constants.FOV_KEY)
 
 def encode(image_id: bytes, row: int, col: int, image: np.ndarray, label: np.ndarray,
            fov: np.ndarray) -> bytes:
-  """image in [0, 1] on the k/255 grid; label and fov 0/1. All [P, P]."""
-  maps = {
-      constants.IMAGE_KEY: np.round(image * 255.0).astype(np.uint8),
-      constants.LABEL_KEY: (label > 0.5).astype(np.uint8),
-      constants.FOV_KEY: (fov > 0.5).astype(np.uint8),
-  }
+  """uint8 [P, P] maps as Transform stores them: image levels k, label and fov 0/1."""
+  maps = {constants.IMAGE_KEY: image, constants.LABEL_KEY: label, constants.FOV_KEY: fov}
+  if any(pixels.dtype != np.uint8 for pixels in maps.values()):
+    raise TypeError('patch maps must be uint8 levels, as Transform stores them')
   feature = {key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[pixels.tobytes()]))
              for key, pixels in maps.items()}
   feature[constants.IMAGE_ID_KEY] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id]))
   feature[ROW_KEY] = tf.train.Feature(int64_list=tf.train.Int64List(value=[row]))
   feature[COL_KEY] = tf.train.Feature(int64_list=tf.train.Int64List(value=[col]))
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+# Patch files (one per image) read at once, a patch from each in turn: any stretch of the stream
+# then mixes that many images before the Trainer's shuffle buffer mixes it further. Each open
+# file costs a read buffer (~0.5 MB with gzip's).
+IMAGES_READ_AT_ONCE = 64
+
+
+def mixed_records(files: Sequence[str], seed: Optional[int] = None) -> tf.data.Dataset:
+  """Serialized patches of PatchGen's per-image files, interleaved across IMAGES_READ_AT_ONCE
+  files; the files in a random order drawn from `seed` (anew at every repetition), or in name
+  order without one."""
+  names = tf.data.Dataset.from_tensor_slices(sorted(files))
+  if seed is not None:
+    names = names.shuffle(len(files), seed=seed)
+  return names.interleave(lambda name: tf.data.TFRecordDataset(name, compression_type='GZIP'),
+                          cycle_length=min(len(files), IMAGES_READ_AT_ONCE), block_length=1,
+                          num_parallel_calls=tf.data.AUTOTUNE)
 
 
 _FEATURE_SPEC = {

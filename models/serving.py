@@ -92,10 +92,6 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
     """Every row's probabilities and FOV at its source image's size, flattened: [B, None] each.
     Image by image (one at a time: the activations dominate memory), each on its own window, so a
     map never depends on the other images of a call."""
-    # Densified once here, not once per row inside the loop (a TFMA batch holds many images).
-    transformed = {key: tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor) else value
-                   for key, value in transformed.items()}
-
     def one(row):
       image, fov = (transform.row_map(transformed, key, row)
                     for key in (constants.IMAGE_KEY, constants.FOV_KEY))

@@ -154,8 +154,7 @@ def make_dataset(file_patterns: Sequence[str], config: TrainingConfig,
   files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
   if not files:
     raise ValueError(f'no patch files match {file_patterns}')
-  records = tf.data.TFRecordDataset(files, compression_type='GZIP',
-                                    num_parallel_reads=tf.data.AUTOTUNE)
+  records = patches.mixed_records(files, seed=config.seed if training else None)
   if training:
     records = records.shuffle(SHUFFLE_BUFFER, seed=config.seed).repeat()
   size = patches.patch_size(files)

@@ -8,15 +8,17 @@ left as they are: DRIVE's own FOV widths differ by ~2 %, and resampling would on
 exported model runs this same graph, so a photo of any resolution reaches the network at the scale
 it was trained at, and serving resamples the map back to the photo's size (models/serving.py).
 
-Maps leave Transform flattened as VarLen features with their height and width (TFT materialises
-only fixed-size dense outputs), plus the source image's size.
+Maps leave Transform as one string per map: a serialized uint8 tensor [H, W] (see `encode_map`),
+with the map's height and width and the source image's size. One byte per pixel and map is
+lossless: the preprocessed image takes only the 256 values k/255 of the recipe's gamma LUT, label
+and FOV are 0/1. (As float32 they took 12 bytes per pixel for the three.)
 """
 from typing import Any, Dict, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import constants, preprocessing
+from models import constants, patches, preprocessing
 from models.settings import PreprocessingConfig
 
 FOV_GRAY_MEAN_KEY = 'fov_gray_mean'
@@ -27,6 +29,7 @@ SOURCE_WIDTH_KEY = 'source_width'
 SCALE_TOLERANCE = 0.1
 MIN_FOV_WIDTH = 16.0   # a narrower FOV (a crop, a failed FOV) is not resampled
 _RAGGED = tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0)
+_ENCODED = tf.TensorSpec([], tf.string)
 
 
 def fov_width(fov: tf.Tensor) -> tf.Tensor:
@@ -60,14 +63,24 @@ def raw_features(images: tf.Tensor, fovs: Optional[tf.Tensor] = None) -> Dict[st
           constants.LABEL_KEY: empty, constants.IMAGE_ID_KEY: empty, constants.DATASET_KEY: empty}
 
 
+def encode_map(values: tf.Tensor, key: str) -> tf.Tensor:
+  """float32 map [H, W] -> a serialized uint8 tensor [H, W]: the preprocessed image (in [0, 1], on
+  the k/255 grid) as its level k, exactly; a label or FOV (0/1) as 0/1."""
+  levels = tf.round(values * 255.0) if key == constants.IMAGE_KEY else tf.cast(values > 0.5,
+                                                                              tf.float32)
+  return tf.io.serialize_tensor(tf.cast(levels, tf.uint8))
+
+
+def decode_map(encoded: tf.Tensor, key: str) -> tf.Tensor:
+  """One map of Transform's output -> float32 [H, W]: the image in [0, 1], label and FOV 0/1."""
+  levels = tf.cast(tf.io.parse_tensor(encoded, tf.uint8), tf.float32)
+  levels = tf.ensure_shape(levels, [None, None])
+  return levels / 255.0 if key == constants.IMAGE_KEY else levels
+
+
 def row_map(transformed: Dict[str, Any], key: str, row: tf.Tensor) -> tf.Tensor:
-  """Row `row`'s map `key` of Transform's output (dense or sparse, padded) -> float32 [H, W]."""
-  flat = transformed[key]
-  if isinstance(flat, tf.SparseTensor):
-    flat = tf.sparse.to_dense(flat)
-  height = tf.cast(transformed[constants.HEIGHT_KEY][row], tf.int32)
-  width = tf.cast(transformed[constants.WIDTH_KEY][row], tf.int32)
-  return tf.reshape(flat[row, :height * width], [height, width])
+  """Row `row`'s map `key` of Transform's output -> float32 [H, W]."""
+  return decode_map(tf.reshape(transformed[key], [-1])[row], key)
 
 
 def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[str, Any]:
@@ -99,18 +112,21 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[s
   fov_pixels = tf.boolean_mask(gray.flat_values, fov.flat_values > 0.5)
   mean = tft.mean(fov_pixels, name='fov_gray_mean')
   std = tf.sqrt(tft.var(fov_pixels, name='fov_gray_var'))
-  image = tf.map_fn(
-      lambda row: tf.reshape(preprocessing.preprocess_image(
-          tf.reshape(row[0], row[1]), mean, std, config), [-1]),
-      (gray, size), fn_output_signature=_RAGGED)
+
+  def preprocess_and_encode(row):
+    flat_gray, flat_label, flat_fov, shape = row
+    image = preprocessing.preprocess_image(tf.reshape(flat_gray, shape), mean, std, config)
+    maps = (image, tf.reshape(flat_label, shape), tf.reshape(flat_fov, shape))
+    return tuple(encode_map(m, key) for m, key in zip(maps, patches.MAP_KEYS))
+
+  encoded_maps = tf.map_fn(preprocess_and_encode, (gray, label, fov, size),
+                           fn_output_signature=(_ENCODED,) * 3)
   per_image = lambda value: tf.fill(tf.shape(widths), value)
   as_int64 = lambda sizes, axis: tf.cast(sizes[:, axis], tf.int64)
   return {
       constants.DATASET_KEY: inputs[constants.DATASET_KEY],   # PatchGen balances the datasets
       constants.IMAGE_ID_KEY: inputs[constants.IMAGE_ID_KEY],
-      constants.IMAGE_KEY: image.to_sparse(),
-      constants.LABEL_KEY: label.to_sparse(),
-      constants.FOV_KEY: fov.to_sparse(),
+      **dict(zip(patches.MAP_KEYS, encoded_maps)),
       constants.HEIGHT_KEY: as_int64(size, 0),
       constants.WIDTH_KEY: as_int64(size, 1),
       SOURCE_HEIGHT_KEY: as_int64(source, 0),

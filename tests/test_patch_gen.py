@@ -1,23 +1,26 @@
 """PatchGen's patch sampling (inside the image, centred in the FOV, seeded per image, lossless) and its
-mixing of all images' patches."""
+files, one per image."""
+import os
+import re
+
 import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 
-from components.patch_gen.executor import (MIX_GROUP_SIZE, MixPatches, _mix_key, check_patch_count,
-                                           extract_patches, group_count, patches_per_dataset)
-from models import constants, patches
+from components.patch_gen.executor import (WriteImagePatches, check_patch_count, extract_patches,
+                                           image_file_name, patches_per_dataset)
+from models import constants, patches, transform
 
 
 def _transformed_example(image_id=b'21', height=40, width=50, fov_box=(10, 30, 12, 40),
                          dataset=b'DRIVE'):
+  """A transformed example as Transform writes it, and its maps as uint8 levels."""
   rng = np.random.default_rng(0)
-  image = rng.integers(0, 256, (height, width)) / 255.0
-  label = (rng.random((height, width)) > 0.7).astype(np.float32)
-  fov = np.zeros((height, width), np.float32)
+  image = rng.integers(0, 256, (height, width)).astype(np.uint8)
+  label = (rng.random((height, width)) > 0.7).astype(np.uint8)
+  fov = np.zeros((height, width), np.uint8)
   top, bottom, left, right = fov_box
   fov[top:bottom, left:right] = 1
   feature = {
@@ -26,52 +29,88 @@ def _transformed_example(image_id=b'21', height=40, width=50, fov_box=(10, 30, 1
       constants.HEIGHT_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[height])),
       constants.WIDTH_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[width])),
   }
-  for key, values in ((constants.IMAGE_KEY, image), (constants.LABEL_KEY, label),
+  for key, levels in ((constants.IMAGE_KEY, image), (constants.LABEL_KEY, label),
                       (constants.FOV_KEY, fov)):
-    feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values.ravel()))
+    values = levels / 255.0 if key == constants.IMAGE_KEY else levels.astype(np.float32)
+    encoded = transform.encode_map(tf.constant(values, tf.float32), key).numpy()
+    feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))
   serialized = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-  return serialized, image.astype(np.float32), label, fov
+  return serialized, image, label, fov
+
+
+def _patches(serialized, per_image, size, seed=0):
+  return list(extract_patches(serialized, per_image, size, seed)[1])
 
 
 def test_patches_are_exact_windows_centred_inside_the_fov():
   serialized, image, label, fov = _transformed_example()
   size = 8
-  parsed = patches.parse(tf.constant(list(extract_patches(serialized, {b'DRIVE': 200}, size, seed=0))), size)
+  parsed = patches.parse(tf.constant(_patches(serialized, {b'DRIVE': 200}, size)), size)
   assert parsed[constants.IMAGE_KEY].shape == (200, size, size, 1)
   for i in range(200):
     row, col = int(parsed[patches.ROW_KEY][i]), int(parsed[patches.COL_KEY][i])
     assert 0 <= row <= image.shape[0] - size and 0 <= col <= image.shape[1] - size
     assert fov[row + size // 2, col + size // 2] == 1
     window = np.s_[row:row + size, col:col + size]
-    np.testing.assert_allclose(parsed[constants.IMAGE_KEY][i, ..., 0], image[window], atol=1e-7)
+    np.testing.assert_allclose(parsed[constants.IMAGE_KEY][i, ..., 0], image[window] / 255,
+                               rtol=0, atol=1e-7)
     np.testing.assert_array_equal(parsed[constants.LABEL_KEY][i, ..., 0], label[window])
     np.testing.assert_array_equal(parsed[constants.FOV_KEY][i, ..., 0], fov[window])
 
 
 def test_sampling_is_seeded_per_image_and_seed():
   serialized, *_ = _transformed_example()
-  first = list(extract_patches(serialized, {b'DRIVE': 20}, 8, seed=0))
-  assert first == list(extract_patches(serialized, {b'DRIVE': 20}, 8, seed=0))
-  assert first != list(extract_patches(serialized, {b'DRIVE': 20}, 8, seed=1))
+  first = _patches(serialized, {b'DRIVE': 20}, 8, seed=0)
+  assert first == _patches(serialized, {b'DRIVE': 20}, 8, seed=0)
+  assert first != _patches(serialized, {b'DRIVE': 20}, 8, seed=1)
   other_image, *_ = _transformed_example(image_id=b'22')
   rows = lambda records: patches.parse(tf.constant(records), 8)[patches.ROW_KEY].numpy().tolist()
-  assert rows(first) != rows(list(extract_patches(other_image, {b'DRIVE': 20}, 8, seed=0)))
+  assert rows(first) != rows(_patches(other_image, {b'DRIVE': 20}, 8, seed=0))
 
 
 def test_an_image_without_room_for_a_patch_in_its_fov_is_an_error():
   serialized, *_ = _transformed_example(fov_box=(0, 2, 0, 2))
   with pytest.raises(ValueError, match="image 21: no 8x8 patch has its centre inside the FOV"):
-    list(extract_patches(serialized, {b'DRIVE': 5}, 8, seed=0))
+    extract_patches(serialized, {b'DRIVE': 5}, 8, seed=0)
 
 
-def test_mixing_keeps_every_patch_and_depends_on_the_seed():
-  records = [f'{image}-{i}'.encode() for image in 'abc' for i in range(30)]
-  for seed, groups in ((0, 1), (1, 4)):
-    with TestPipeline() as pipeline:
-      mixed = pipeline | beam.Create(records) | MixPatches(seed, groups)
-      assert_that(mixed, equal_to(records))
-  keys = lambda seed: sorted(records, key=lambda record: _mix_key(seed, record))
-  assert keys(0) != keys(1) and keys(0) != records
+def test_each_image_s_patches_go_to_a_file_of_its_own_and_nothing_partial_is_left(tmp_path):
+  examples = {image_id: _transformed_example(image_id=image_id)[0]
+              for image_id in (b'21', b'22', b'im0001')}
+  split_dir, partial_dir = tmp_path / 'Split-train', tmp_path / '.partial'
+  split_dir.mkdir()
+  partial_dir.mkdir()
+  with TestPipeline() as pipeline:
+    _ = (pipeline | beam.Create(list(examples.values()))
+         | beam.ParDo(WriteImagePatches(str(split_dir), str(partial_dir), {b'DRIVE': 30}, 8, 0)))
+  assert sorted(os.listdir(split_dir)) == sorted(image_file_name(i) for i in examples)
+  assert not os.listdir(partial_dir)
+  for image_id, serialized in examples.items():
+    written = [r.numpy() for r in tf.data.TFRecordDataset(
+        str(split_dir / image_file_name(image_id)), compression_type='GZIP')]
+    assert written == _patches(serialized, {b'DRIVE': 30}, 8)
+
+
+def test_image_file_names_are_safe_and_distinct():
+  names = [image_file_name(i) for i in (b'a/b', b'a_b', b'..', 'é'.encode())]
+  assert len(set(names)) == len(names)
+  assert all(re.fullmatch(r'patches-[A-Za-z0-9_.-]+-[0-9a-f]{8}\.gz', n) for n in names), names
+
+
+def test_mixed_records_draw_from_every_image_file_in_turn(tmp_path):
+  files = []
+  for image in range(5):
+    path = str(tmp_path / f'{image}.gz')
+    with tf.io.TFRecordWriter(path, options='GZIP') as writer:
+      for i in range(10):
+        writer.write(f'{image}-{i}'.encode())
+    files.append(path)
+  in_name_order = [r.numpy() for r in patches.mixed_records(files)]
+  assert in_name_order[:5] == [f'{image}-0'.encode() for image in range(5)]
+  assert sorted(in_name_order) == sorted(f'{image}-{i}'.encode() for image in range(5) for i in range(10))
+  seeded = lambda seed: [r.numpy() for r in patches.mixed_records(files, seed=seed).take(5)]
+  assert sorted(seeded(0)) == sorted(in_name_order[:5])   # still one of each image first
+  assert seeded(0) == seeded(0) and any(seeded(0) != seeded(s) for s in range(1, 5))
 
 
 def test_a_patch_count_other_than_the_planned_one_stops_the_run():
@@ -91,11 +130,4 @@ def test_every_dataset_gets_an_equal_share_of_the_patches():
   assert max(totals) - min(totals) <= 6   # equal up to rounding
   # An image's count follows its dataset.
   serialized, *_ = _transformed_example(dataset=b'STARE')
-  assert len(list(extract_patches(serialized, {b'DRIVE': 3, b'STARE': 7}, 8, seed=0))) == 7
-
-
-def test_groups_hold_about_mix_group_size_patches():
-  assert group_count(1) == 1
-  assert group_count(MIX_GROUP_SIZE) == 1
-  assert group_count(MIX_GROUP_SIZE + 1) == 2
-  assert group_count(16 * 6000) == 96000 // MIX_GROUP_SIZE
+  assert len(_patches(serialized, {b'DRIVE': 3, b'STARE': 7}, 8)) == 7

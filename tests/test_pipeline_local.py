@@ -31,9 +31,12 @@ def _run(capsys, data, root, *extra):
   return code, out, err
 
 
-def _records(split_dir):
-  files = [os.path.join(split_dir, f) for f in os.listdir(split_dir)]
+def _records_of(files):
   return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
+
+
+def _records(split_dir):
+  return _records_of([os.path.join(split_dir, f) for f in os.listdir(split_dir)])
 
 
 def _live_artifacts(root, type_name):
@@ -68,14 +71,30 @@ def test_pipeline_runs_end_to_end_and_mlmd_records_every_component(demo_run):
     assert all(abs(count - share) <= images[d] for d, count in per_dataset.items()), per_dataset
 
 
-def test_patch_files_mix_the_images(demo_run):
-  """Any stretch of the patch file is a draw from all images: the Trainer's shuffle buffer is
-  smaller than one image's patches, so image-by-image files would give one-image batches."""
-  uri = _node_runs(demo_run)['PatchGen'].outputs['patches'][0]
-  first = patches.parse(
-      tf.constant(_records(os.path.join(uri, 'Split-train'))[:SMOKE.patches.per_image]),
-      SMOKE.patches.size)
-  assert len(set(first[constants.IMAGE_ID_KEY].numpy())) == 5
+def test_transformed_examples_take_at_most_4_bytes_per_pixel_on_disk(demo_run):
+  """Image, label and FOV as one byte per pixel each (gzip shrinks the binary maps further);
+  as float32 they took 12 bytes before compression."""
+  uri = _node_runs(demo_run)['Transform'].outputs['transformed_examples'][0]
+  for split in constants.SPLITS:
+    split_dir = os.path.join(uri, f'Split-{split}')
+    rows = [tf.train.Example.FromString(r).features.feature for r in _records(split_dir)]
+    pixels = sum(row[constants.HEIGHT_KEY].int64_list.value[0] *
+                 row[constants.WIDTH_KEY].int64_list.value[0] for row in rows)
+    on_disk = sum(os.path.getsize(os.path.join(split_dir, f)) for f in os.listdir(split_dir))
+    assert on_disk / pixels <= 4, split
+
+
+def test_patch_files_hold_one_image_each_and_the_trainer_reads_them_mixed(demo_run):
+  """PatchGen writes each image's patches to a file of their own (no stage holds many images);
+  the Trainer's reader draws from all of them at once: its shuffle buffer is smaller than one
+  image's patches, so reading image by image would give one-image batches."""
+  split_dir = os.path.join(_node_runs(demo_run)['PatchGen'].outputs['patches'][0], 'Split-train')
+  files = [os.path.join(split_dir, name) for name in os.listdir(split_dir)]
+  image_ids = lambda records: set(patches.parse(tf.constant(records), SMOKE.patches.size)[
+      constants.IMAGE_ID_KEY].numpy())
+  assert len(files) == 5 and all(len(image_ids(_records_of(f))) == 1 for f in files)
+  first = [r.numpy() for r in patches.mixed_records(files, seed=0).take(5)]
+  assert len(image_ids(first)) == 5
 
 
 def test_until_runs_only_a_component_and_what_it_needs(demo_run, demo_data, tmp_path, capsys):

@@ -21,9 +21,9 @@ def _write_patches(path, count, size):
   rng = np.random.default_rng(0)
   with tf.io.TFRecordWriter(str(path), options='GZIP') as writer:
     for i in range(count):
-      label = (rng.random((size, size)) > 0.8).astype(np.float32)
-      image = np.where(label > 0, 0.8, 0.2)
-      writer.write(patches.encode(b'21', i, 0, image, label, np.ones((size, size))))
+      label = (rng.random((size, size)) > 0.8).astype(np.uint8)
+      image = np.where(label > 0, 204, 51).astype(np.uint8)
+      writer.write(patches.encode(b'21', i, 0, image, label, np.ones((size, size), np.uint8)))
 
 
 @pytest.mark.parametrize('size', [8, 12])
@@ -46,7 +46,7 @@ def test_empty_or_non_square_patch_files_are_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match='no patches in'):
     patches.patch_size([str(empty)])
   with tf.io.TFRecordWriter(str(tmp_path / 'odd.gz'), options='GZIP') as writer:
-    writer.write(patches.encode(b'21', 0, 0, np.zeros((4, 6)), np.zeros((4, 6)), np.ones((4, 6))))
+    writer.write(patches.encode(b'21', 0, 0, *(np.zeros((4, 6), np.uint8) for _ in range(3))))
   with pytest.raises(ValueError, match='a patch of 24 pixels in .* is not square'):
     patches.patch_size([str(empty), str(tmp_path / 'odd.gz')])
 

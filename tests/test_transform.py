@@ -45,6 +45,10 @@ def _transform(rows):
   return transformed
 
 
+def _decoded(row, key):
+  return transform.decode_map(tf.constant(row[key]), key).numpy()
+
+
 def _labels(images):
   return [(np.random.default_rng(9).random(fov.shape) > 0.8).astype(np.uint8) * 255
           for _, fov in images]
@@ -63,9 +67,10 @@ def test_images_at_the_training_scale_keep_their_pixels_and_share_dataset_statis
     assert (row[transform.SOURCE_HEIGHT_KEY], row[transform.SOURCE_WIDTH_KEY]) == fov.shape
     expected = preprocessing.preprocess_image(preprocessing.to_gray(rgb), fov_gray.mean(),
                                               fov_gray.std(), CONFIG).numpy()
-    np.testing.assert_allclose(row[constants.IMAGE_KEY].reshape(fov.shape), expected, atol=1e-5)
-    np.testing.assert_array_equal(row[constants.LABEL_KEY].reshape(fov.shape), label / 255)
-    np.testing.assert_array_equal(row[constants.FOV_KEY].reshape(fov.shape), fov / 255)
+    # Stored as one byte per pixel, the preprocessed image is still exactly the float result.
+    np.testing.assert_allclose(_decoded(row, constants.IMAGE_KEY), expected, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(_decoded(row, constants.LABEL_KEY), label / 255)
+    np.testing.assert_array_equal(_decoded(row, constants.FOV_KEY), fov / 255)
 
 
 def test_images_of_other_scales_and_sizes_in_one_batch_are_resampled_to_the_mean_fov_width():
@@ -82,8 +87,8 @@ def test_images_of_other_scales_and_sizes_in_one_batch_are_resampled_to_the_mean
     size = (row[constants.HEIGHT_KEY], row[constants.WIDTH_KEY])
     assert size == tuple(round(side * scale) for side in fov.shape)
     for key in (constants.IMAGE_KEY, constants.LABEL_KEY, constants.FOV_KEY):
-      assert row[key].size == size[0] * size[1], key
-    resampled_fov = row[constants.FOV_KEY].reshape(size)
+      assert _decoded(row, key).shape == size, key
+    resampled_fov = _decoded(row, constants.FOV_KEY)
     assert set(np.unique(resampled_fov)) <= {0.0, 1.0}
     assert abs(resampled_fov.any(axis=0).sum() - width * scale) <= 2
 

@@ -1,15 +1,20 @@
-"""PatchGen executor: a Beam FlatMap from each preprocessed image to its patches, then a seeded mix
-of the patches of all images before they are written."""
+"""PatchGen executor: a Beam DoFn that cuts each preprocessed image's patches and writes them to a
+file of that image's own, so no stage ever holds more than the image at hand. The images are mixed
+where the patches are read: the Trainer draws from many image files at once
+(models/training.py, `make_dataset`)."""
 import collections
 import hashlib
 import json
 import os
-from typing import Any, Dict, Iterator, List
+import re
+import uuid
+from typing import Any, Dict, Iterator, List, Tuple
 
 import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow.core.framework import tensor_pb2
 from tfx import types
 from tfx.components.example_gen import write_split
 from tfx.components.util import examples_utils
@@ -20,73 +25,67 @@ from tfx.types import artifact_utils
 from models import constants, patches
 
 _FILE_FORMAT = example_gen_pb2.FORMAT_TFRECORDS_GZIP
-# Patches per mixing group. Runners write elements in the order they process them, i.e. image by
-# image; the Trainer's shuffle buffer (thousands of patches) is smaller than one image's patches, so
-# unmixed files hand it batches cut from one image at a time (and validation a single image).
-MIX_GROUP_SIZE = 2000
+_PARTIAL_DIR = '.partial'   # files being written, inside the output artifact, outside every split
 
 
-def _map(features, key: str, height: int, width: int) -> np.ndarray:
-  return np.asarray(features[key].float_list.value, np.float32).reshape(height, width)
+def _map(features, key: str) -> np.ndarray:
+  """One map of a transformed example: uint8 [H, W] (models/transform.py, `encode_map`)."""
+  return tf.make_ndarray(tensor_pb2.TensorProto.FromString(features[key].bytes_list.value[0]))
 
 
 def extract_patches(serialized: bytes, per_image: Dict[bytes, int], patch_size: int, seed: int
-                    ) -> Iterator[bytes]:
-  """per_image[the image's dataset] windows whose centre pixel lies inside the FOV, seeded by
-  (seed, image id), so the result does not depend on how Beam distributes the images."""
+                    ) -> Tuple[bytes, Iterator[bytes]]:
+  """(image id, its patches): per_image[the image's dataset] windows whose centre pixel lies inside
+  the FOV, seeded by (seed, image id), so they do not depend on how Beam distributes the images.
+  The patches are cut as they are consumed."""
   features = tf.train.Example.FromString(serialized).features.feature
   image_id = features[constants.IMAGE_ID_KEY].bytes_list.value[0]
   patches_per_image = per_image[features[constants.DATASET_KEY].bytes_list.value[0]]
-  height = features[constants.HEIGHT_KEY].int64_list.value[0]
-  width = features[constants.WIDTH_KEY].int64_list.value[0]
-  image, label, fov = (_map(features, key, height, width) for key in patches.MAP_KEYS)
+  image, label, fov = (_map(features, key) for key in patches.MAP_KEYS)
+  height, width = fov.shape
   half = patch_size // 2
   # Top-left corners of windows that fit in the image and whose centre is inside the FOV.
-  corners = np.argwhere(fov[half:height - patch_size + half + 1, half:width - patch_size + half + 1] > 0.5)
+  corners = np.argwhere(fov[half:height - patch_size + half + 1, half:width - patch_size + half + 1])
   if not len(corners):
     raise ValueError(f'image {image_id.decode()}: no {patch_size}x{patch_size} patch has its centre '
                      'inside the FOV')
   image_seed = int.from_bytes(hashlib.sha256(image_id).digest()[:8], 'little')
   rng = np.random.default_rng([seed, image_seed])
-  for row, col in corners[rng.integers(len(corners), size=patches_per_image)]:
+
+  def cut(row: int, col: int) -> bytes:
     window = np.s_[row:row + patch_size, col:col + patch_size]
-    yield patches.encode(image_id, int(row), int(col), image[window], label[window], fov[window])
+    return patches.encode(image_id, row, col, image[window], label[window], fov[window])
+  chosen = corners[rng.integers(len(corners), size=patches_per_image)].tolist()
+  return image_id, (cut(row, col) for row, col in chosen)
 
 
-def _mix_key(seed: int, record: bytes) -> int:
-  return int.from_bytes(hashlib.sha256(seed.to_bytes(8, 'little') + record).digest()[:8], 'little')
+def image_file_name(image_id: bytes) -> str:
+  """The patch file of one image: its id made safe for a file name, and a digest of the id so
+  that two ids made alike stay apart."""
+  readable = re.sub(r'[^A-Za-z0-9_.-]', '_', image_id.decode(errors='replace'))[:64]
+  return f'patches-{readable}-{hashlib.sha256(image_id).hexdigest()[:8]}.gz'
 
 
-class MixPatches(beam.PTransform):
-  """Reorders patches so any stretch of the output is a seeded random draw from all images: each
-  patch gets a hash key, patches are grouped by key into `group_count` groups, and every group is
-  emitted sorted by key. Deterministic for a seed, bounded memory per group.
+class WriteImagePatches(beam.DoFn):
+  """Transformed example -> its patches, written to their own GZIP TFRecord file in `split_dir`.
 
-  The group count is a number, not a Beam side input: with a side input (a Count of the patches)
-  Beam 2.59's multi-processing DirectRunner lost 1-22 % of the train patches (whole 10 MB data
-  channel chunks of single images' patches) between the extraction and the grouping; fixed, it
-  writes every patch (BENCHMARKS.md)."""
+  Written under a temporary name beside the splits and renamed into place, so a split holds only
+  complete files; a retried bundle rewrites the same patches (they are seeded per image)."""
 
-  def __init__(self, seed: int, group_count: int):
+  def __init__(self, split_dir: str, partial_dir: str, per_image: Dict[bytes, int],
+               patch_size: int, seed: int):
     super().__init__()
-    self._seed = seed
-    self._group_count = group_count
+    self._split_dir, self._partial_dir = split_dir, partial_dir
+    self._per_image, self._patch_size, self._seed = per_image, patch_size, seed
 
-  def expand(self, records):
-    return (records
-            | 'Key' >> beam.Map(_group_and_key, self._seed, self._group_count)
-            | 'GroupByKey' >> beam.GroupByKey()
-            | 'Sort' >> beam.FlatMap(lambda group: [record for _, record in sorted(group[1])]))
-
-
-def _group_and_key(record: bytes, seed: int, group_count: int):
-  key = _mix_key(seed, record)
-  return key % group_count, (key, record)
-
-
-def group_count(patch_count: int) -> int:
-  """Groups of about MIX_GROUP_SIZE patches."""
-  return max(1, -(-patch_count // MIX_GROUP_SIZE))
+  def process(self, serialized: bytes) -> None:
+    image_id, records = extract_patches(serialized, self._per_image, self._patch_size, self._seed)
+    name = image_file_name(image_id)
+    partial = os.path.join(self._partial_dir, f'{uuid.uuid4().hex}-{name}')
+    with tf.io.TFRecordWriter(partial, options='GZIP') as writer:
+      for record in records:
+        writer.write(record)
+    tf.io.gfile.rename(partial, os.path.join(self._split_dir, name), overwrite=True)
 
 
 def _records(pattern: str):
@@ -144,15 +143,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     for split in splits:
       logging.info('PatchGen: split %s: patches per image %s', split,
                    {dataset.decode(): count for dataset, count in per_image[split].items()})
+    partial_dir = os.path.join(output.uri, _PARTIAL_DIR)
+    tf.io.gfile.makedirs(partial_dir)
     with self._make_beam_pipeline() as pipeline:
       for split in splits:
-        total = sum(count * per_image[split][d] for d, count in images[split].items())
+        tf.io.gfile.makedirs(outputs[split])
         _ = (pipeline
              | f'Read[{split}]' >> beam.io.ReadFromTFRecord(inputs[split])
-             | f'Extract[{split}]' >> beam.FlatMap(extract_patches, per_image[split], patch_size,
-                                                   exec_properties['seed'])
-             | f'Mix[{split}]' >> MixPatches(exec_properties['seed'], group_count(total))
-             | f'WriteSplit[{split}]' >> write_split.WriteSplit(outputs[split], _FILE_FORMAT))
+             | f'WritePatches[{split}]' >> beam.ParDo(WriteImagePatches(
+                 outputs[split], partial_dir, per_image[split], patch_size,
+                 exec_properties['seed'])))
+    tf.io.gfile.rmtree(partial_dir)
     for split in splits:
       check_patch_count(split, images[split], per_image[split],
                         count_records(os.path.join(outputs[split], '*')))
