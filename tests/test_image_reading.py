@@ -1,7 +1,9 @@
 """The one image decoder every reader uses (ingestion and evaluate through files.decode_file,
 predict and show-preprocessing through predict.read_image): a hostile file is one line naming it,
 wide samples are scaled by the image's range (never clipped), any other mode becomes RGB."""
+import gzip
 import os
+import zipfile
 
 import cv2
 import numpy as np
@@ -10,7 +12,7 @@ from PIL import Image
 
 import bad_inputs
 from cli import predict
-from components.fundus_example_gen import files
+from components.fundus_example_gen import files, layouts, source
 from conftest import REAL_DATA
 
 READERS = ('ingestion', 'predict')
@@ -191,3 +193,62 @@ def test_a_photo_in_gray_is_not_a_map(photo, tiny_drive, tmp_path):
     channels.save(tmp_path / name)
     with pytest.raises(files.FundusInputError, match='expected a binary'):
       _read('ingestion', tmp_path / name, expect_binary=True)
+
+
+# --- Sizes: a file too large for any image within the pixel bound is refused before it is read ------
+TOO_MANY_BYTES = files.MAX_FILE_BYTES + 1
+
+
+def _zeros(stream, size):
+  """Writes `size` zero bytes in chunks: a bomb's content, never held whole."""
+  chunk = bytes(1 << 24)
+  for start in range(0, size, len(chunk)):
+    stream.write(chunk[:min(len(chunk), size - start)])
+
+
+def test_an_oversized_zip_member_is_refused_unread(tmp_path, monkeypatch):
+  """A generic dataset whose images/x.png inflates to 321 MB from 1.4 MB of zip: refused from the
+  size the archive declares, its data never opened."""
+  tiny = files.encode_png(VESSELS.astype(np.uint8) * 255)
+  archive = tmp_path / 'bomb.zip'
+  with zipfile.ZipFile(archive, 'w', zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+    with z.open('images/x.png', 'w', force_zip64=True) as member:
+      _zeros(member, TOO_MANY_BYTES)
+    for name in ('labels/x.png', 'images/y.png', 'labels/y.png'):
+      z.writestr(name, tiny)
+  assert archive.stat().st_size < TOO_MANY_BYTES / 100
+  [bomb] = [r for r in layouts.list_datasets([str(archive)]) if r.image_id == 'x']
+  opened = []
+  real_open = zipfile.ZipFile.open
+  monkeypatch.setattr(zipfile.ZipFile, 'open',
+                      lambda self, name, *args, **kwargs: opened.append(name) or real_open(
+                          self, name, *args, **kwargs))
+  with pytest.raises(files.FundusInputError) as error:
+    source.decode_record(bomb)
+  assert error.value.message == (f'{archive}!images/x.png: {TOO_MANY_BYTES:,} bytes is more than '
+                                 f'the {files.MAX_FILE_BYTES:,} bytes an image of 40,000,000 pixels '
+                                 'can take')
+  assert 'images/x.png' not in opened
+
+
+@pytest.mark.parametrize('reader', READERS)
+def test_an_oversized_file_is_refused_unread(reader, tmp_path, monkeypatch):
+  path = tmp_path / 'huge.tif'
+  with open(path, 'wb') as f:
+    f.truncate(TOO_MANY_BYTES)   # sparse: takes no disk
+  monkeypatch.setattr(files, 'decode_image', lambda *args: pytest.fail('read and decoded'))
+  with pytest.raises((files.FundusInputError, predict.PredictError),
+                     match=f'^(input error: )?{path}: {TOO_MANY_BYTES:,} bytes is more than'):
+    _read(reader, path)
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it_whole(tmp_path):
+  """A STARE-like .ppm.gz of 1.4 MB whose stream inflates to 321 MB (and would go on)."""
+  path = tmp_path / 'im0001.ppm.gz'
+  with gzip.GzipFile(path, 'wb', compresslevel=1) as stream:
+    stream.write(b'P6 20000 20000 255\n')
+    _zeros(stream, TOO_MANY_BYTES)
+  with pytest.raises(files.FundusInputError,
+                     match=f'^input error: {path}: inflates to more than the '
+                           f'{files.MAX_FILE_BYTES:,} bytes'):
+    files.decode_file(files.FileRef(rel_path=path.name, path=str(path)), expect_binary=False)

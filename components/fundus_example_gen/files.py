@@ -40,13 +40,43 @@ class FileRef:
     return f'{self.path}!{self.member}' if self.member else self.path
 
   def read(self) -> bytes:
+    """The file's bytes, gunzipped if its name ends in .gz; its size checked before reading it."""
     with tf.io.gfile.GFile(self.path, 'rb') as f:
       if self.member is None:
+        check_file_size(tf.io.gfile.stat(self.path).length, str(self))
         data = f.read()
       else:
         with zipfile.ZipFile(f) as archive:
+          # The size the archive declares bounds what zipfile inflates (it stops there, and a member
+          # declaring less than it holds fails its CRC check): a zip bomb is refused unread.
+          check_file_size(archive.getinfo(self.member).file_size, str(self))
           data = archive.read(self.member)
-    return gzip.decompress(data) if self.rel_path.lower().endswith('.gz') else data
+    return _gunzipped(data, str(self)) if self.rel_path.lower().endswith('.gz') else data
+
+
+# The most bytes an image file may take: MAX_IMAGE_PIXELS pixels stored uncompressed with the widest
+# samples decode_image reads (16-bit RGBA: 4 channels x 2 bytes, 320 MB), plus 1 MiB for headers,
+# tags and padding. A larger file, archive member or inflated gzip stream cannot be an image
+# decode_image accepts: refused before it is read (or inflated further), so that a 3 MB zip or
+# gzip bomb costs no more memory than the largest image would.
+MAX_FILE_BYTES = constants.MAX_IMAGE_PIXELS * 4 * 2 + 2**20
+_TOO_MANY_BYTES = (f'more than the {MAX_FILE_BYTES:,} bytes an image of '
+                   f'{constants.MAX_IMAGE_PIXELS:,} pixels can take')
+
+
+def check_file_size(size: int, name: str) -> None:
+  """Refuses a file of `size` bytes that no image within the pixel bound needs."""
+  if size > MAX_FILE_BYTES:
+    raise FundusInputError(name, f'{size:,} bytes is {_TOO_MANY_BYTES}')
+
+
+def _gunzipped(data: bytes, name: str) -> bytes:
+  """Inflates at most MAX_FILE_BYTES + 1 bytes: a gzip bomb is refused without inflating it whole."""
+  with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+    inflated = stream.read(MAX_FILE_BYTES + 1)
+  if len(inflated) > MAX_FILE_BYTES:
+    raise FundusInputError(name, f'inflates to {_TOO_MANY_BYTES}')
+  return inflated
 
 
 def _is_junk(name: str) -> bool:
