@@ -252,3 +252,13 @@ def test_a_gzip_bomb_is_refused_without_inflating_it_whole(tmp_path):
                      match=f'^input error: {path}: inflates to more than the '
                            f'{files.MAX_FILE_BYTES:,} bytes'):
     files.decode_file(files.FileRef(rel_path=path.name, path=str(path)), expect_binary=False)
+
+
+def test_a_damaged_gzip_stream_is_one_line_naming_it(tmp_path):
+  """zlib's own error for damaged deflate data, which gzip lets through, is a file that cannot be read."""
+  damaged = bytearray(gzip.compress(bytes(range(256)) * 100))
+  damaged[20:40] = b'\xff' * 20
+  path = tmp_path / 'im0001.ppm.gz'
+  path.write_bytes(damaged)
+  with pytest.raises(files.FundusInputError, match=f'^input error: {path}: cannot be read \\(Error -3'):
+    files.decode_file(files.FileRef(rel_path=path.name, path=str(path)), expect_binary=False)

@@ -8,6 +8,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from typing import List, Optional, Sequence
 
 import cv2
@@ -132,7 +133,7 @@ def decode_file(ref: FileRef, expect_binary: bool) -> np.ndarray:
   """One dataset file decoded by decode_image's rules."""
   try:
     data = ref.read()
-  except (OSError, EOFError, zipfile.BadZipFile, tf.errors.OpError) as e:
+  except (OSError, EOFError, zlib.error, zipfile.BadZipFile, tf.errors.OpError) as e:
     raise FundusInputError(str(ref), f'cannot be read ({e})') from e
   return decode_image(data, str(ref), expect_binary)
 
