@@ -52,6 +52,21 @@ def test_published_layouts_are_recognised_paired_and_split(published):
     assert sum(r.split == layouts.TEST for r in records) == 3
 
 
+def test_generated_hrf_is_read_like_the_published_one(published, caplog):
+  """Its FOV masks RGB TIFFs of equal channels and its first labels with a few gray edge pixels, as
+  HRF publishes them: read as 0/255 maps, the gray pixels counted in the log."""
+  record = next(r for r in _records(published / 'hrf') if r.image_id == '01_h')
+  decoded = source.decode_record(record)
+  with Image.open(published / 'hrf/manual1/01_h.tif') as label:
+    gray = np.asarray(label)
+  assert np.count_nonzero((gray != 0) & (gray != 255)) > 0
+  np.testing.assert_array_equal(decoded[constants.LABEL_KEY], np.where(gray >= 128, 255, 0))
+  assert f'{published}/hrf/manual1/01_h.tif: ' in caplog.text
+  with Image.open(published / 'hrf/mask/01_h_mask.tif') as mask:
+    assert mask.mode == 'RGB'
+    np.testing.assert_array_equal(decoded[constants.FOV_KEY], np.asarray(mask)[..., 0])
+
+
 def test_hashed_split_is_stable_whatever_the_listing_order():
   is_test = layouts.STARE.is_test
   ids = [f'im{i:04d}' for i in range(1, 21)]
