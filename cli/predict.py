@@ -57,6 +57,7 @@ def read_image(path: str, expect_binary: bool = False) -> np.ndarray:
   or a 0/255 map."""
   try:
     with open(path, 'rb') as f:
+      files.check_file_size(os.fstat(f.fileno()).st_size, path)
       return files.decode_image(f.read(), path, expect_binary)
   except OSError as error:
     raise PredictError(f'{path}: cannot be read ({error.strerror or error})') from error

@@ -13,10 +13,13 @@ As published:
 - CHASE_DB1: 14 children x left/right eye, flat: Image_NNL.jpg, Image_NNL_1stHO.png and
   Image_NNL_2ndHO.png (1-bit PNGs). No FOV masks. 999x960.
 - HRF: 15 healthy (h), 15 glaucoma (g), 15 diabetic retinopathy (dr): images/NN_h.jpg (NN_dr.JPG),
-  manual1/NN_h.tif (one observer), mask/NN_h_mask.tif. 3504x2336.
+  manual1/NN_h.tif (one observer, gray), mask/NN_h_mask.tif (RGB, three equal channels). 3504x2336.
+  Three labels (11_h, 12_h, 13_h) have a few gray pixels along vessel edges (0.007-0.019 %); the
+  generator gives its first two labels some, so that a few generated images show them too.
 
 How a file is encoded follows from its name (see dataset._write); what it holds is one of the maps
-fundus.render returns.
+fundus.render returns, as RGB if its Part says so (rgb_maps), a label with gray edge pixels for its
+Part's first gray_edged_labels images.
 """
 import dataclasses
 from typing import Callable, Dict, List, Optional, Tuple
@@ -48,6 +51,8 @@ class Part:
   # Which picture the i-th image is: fundus.render(seed, render_folder, first_render_id + i).
   render_folder: str
   first_render_id: int
+  rgb_maps: Tuple[str, ...] = ()   # maps written as RGB with three equal channels
+  gray_edged_labels: int = 0       # how many of the first images' labels have gray edge pixels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +69,8 @@ class ImageFiles:
   """One image to write: which picture, and its files (path relative to the dataset, map)."""
   render_key: Tuple[str, int]
   files: Tuple[Tuple[str, str], ...]
+  rgb_maps: Tuple[str, ...] = ()
+  gray_edged_label: bool = False
 
 
 def _drive_names(folder: str, first_id: int) -> Callable[[int], Dict[str, str]]:
@@ -108,7 +115,7 @@ LAYOUTS = {layout.name: layout for layout in (
     Layout(HRF, 'HRF', 3504, 2336, (
         Part(_hrf_names, 15 * len(HRF_CATEGORIES), False,
              (('images/{id}.{ext}', IMAGE), ('manual1/{id}.tif', LABEL), ('mask/{id}_mask.tif', FOV)),
-             TEST, 3 * _RENDER_ID_STRIDE + 1),
+             TEST, 3 * _RENDER_ID_STRIDE + 1, rgb_maps=(FOV,), gray_edged_labels=2),
     )),
 )}
 NAMES = tuple(LAYOUTS)
@@ -152,5 +159,6 @@ def images(layout: Layout, part_counts: Tuple[int, ...]) -> List[ImageFiles]:
       fields = part.names(i)
       result.append(ImageFiles((part.render_folder, part.first_render_id + i),
                                tuple((pattern.format(**fields), content)
-                                     for pattern, content in part.files)))
+                                     for pattern, content in part.files),
+                               part.rgb_maps, i < part.gray_edged_labels))
   return result

@@ -13,9 +13,10 @@ from sklearn import metrics as sk
 from models import vessel_metrics
 from synthetic_drive import dataset
 
-# The real DRIVE lives beside the repository (never inside it); tests that need it skip without it.
-REAL_DRIVE = os.environ.get(
-    'DRIVE_DIR', os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'data', 'DRIVE'))
+# The real datasets live beside the repository (never inside it), as published; tests that need one
+# skip without it.
+REAL_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'data')
+REAL_DRIVE = os.environ.get('DRIVE_DIR', os.path.join(REAL_DATA, 'DRIVE'))
 
 
 @pytest.fixture(scope='session')

@@ -207,9 +207,10 @@ OTHER_LAYOUTS = {  # layout: (count, every file it must write, exactly)
             + [f'{folder}/{id}{suffix}.tif' for folder, suffix in (('manual1', ''), ('mask', '_mask'))
                for id in ('01_dr', '01_g', '01_h', '02_h')]),
 }
-# (format, mode) of the photos and of the maps (labels, FOV masks), by file extension.
+# (format, mode) of the photos and of the maps (labels, FOV masks), by file extension; HRF's FOV masks
+# are RGB TIFFs (three equal channels).
 FORMATS = {'.ppm.gz': (('PPM', 'RGB'), ('PPM', 'L')), '.jpg': (('JPEG', 'RGB'), None),
-           '.png': (None, ('PNG', '1')), '.tif': (None, ('TIFF', 'L'))}
+           '.png': (None, ('PNG', '1')), '.tif': (None, ('TIFF', 'L')), 'mask.tif': (None, ('TIFF', 'RGB'))}
 
 
 def _generate_layout(out_dir, layout, seed=0, count=None, **kwargs):
@@ -237,7 +238,8 @@ def other(request, tmp_path_factory):
 
 def test_other_layouts_names_formats_and_what_the_drive_renderer_draws(other):
   """The published names; in each file, in the published format, exactly the map fundus.render
-  (DRIVE's renderer) draws for that image, the JPEG photos within JPEG's loss; two-level maps."""
+  (DRIVE's renderer) draws for that image, the JPEG photos within JPEG's loss; two-level maps, but
+  for HRF's first two labels, which have a few gray pixels along vessel edges as three of HRF's do."""
   layout, out_dir, summary, calls = other
   count, expected = OTHER_LAYOUTS[layout]
   assert _files(out_dir) == sorted(expected) and os.listdir(out_dir.parent) == [out_dir.name]
@@ -248,11 +250,20 @@ def test_other_layouts_names_formats_and_what_the_drive_renderer_draws(other):
     rendered = dict(zip(layouts.MAPS, fundus.render(0, *job.render_key, SMALL_HEIGHT, SMALL_WIDTH)))
     written = {}
     for path, content in job.files:
-      extension = '.ppm.gz' if path.endswith('.ppm.gz') else os.path.splitext(path)[1].lower()
+      extension = next((e for e in ('.ppm.gz', 'mask.tif') if path.endswith(e)),
+                       os.path.splitext(path)[1].lower())
       with _open(out_dir / path) as image:
         assert image.size == (SMALL_WIDTH, SMALL_HEIGHT), path
         assert (image.format, image.mode) == FORMATS[extension][content != layouts.IMAGE], path
-        written[content] = pixels = np.asarray(image.convert('RGB' if image.mode == 'RGB' else 'L'))
+        pixels = np.asarray(image.convert('RGB' if image.mode == 'RGB' else 'L'))
+      if content != layouts.IMAGE and pixels.ndim == 3:
+        assert (pixels == pixels[..., :1]).all(), path
+        pixels = pixels[..., 0]
+      if job.gray_edged_label and content == layouts.LABEL:
+        gray = np.count_nonzero((pixels != 0) & (pixels != 255))
+        assert 0 < gray <= pixels.size * 0.001, (path, gray)
+        pixels = np.where(pixels >= 128, 255, 0)
+      written[content] = pixels
       if extension == '.ppm.gz':  # gzip without a timestamp around a binary PPM (P6 RGB, P5 grey)
         raw = (out_dir / path).read_bytes()
         assert raw[:2] == b'\x1f\x8b' and raw[4:8] == b'\0\0\0\0', path
@@ -266,6 +277,7 @@ def test_other_layouts_names_formats_and_what_the_drive_renderer_draws(other):
       assert content == layouts.IMAGE or set(np.unique(pixels)) == {0, 255}, path
     if layouts.SECOND_LABEL in written:  # a second observer that differs a little, like DRIVE's
       assert np.any(written[layouts.LABEL] != written[layouts.SECOND_LABEL])
+  assert sum(job.gray_edged_label for job in _jobs(layout, count)) == (2 if layout == 'hrf' else 0)
 
 
 def test_other_layouts_same_seed_gives_identical_files_and_fewer_images_the_same_first(other, tmp_path):

@@ -1,6 +1,8 @@
 """Every published layout the reader knows (STARE, CHASE_DB1, HRF), the generic one, several
 datasets at once, and the checks that hold for all of them; on generated files in each layout."""
 import gzip
+import hashlib
+import os
 import shutil
 
 import cv2
@@ -9,7 +11,7 @@ import pytest
 from PIL import Image
 
 from components.fundus_example_gen import files, layouts, source
-from conftest import zip_folder
+from conftest import REAL_DATA, zip_folder
 from models import constants, preprocessing
 from synthetic_drive import dataset as synthetic
 
@@ -48,6 +50,21 @@ def test_published_layouts_are_recognised_paired_and_split(published):
   assert all(r.fov is None for r in stare + chase) and all(r.label2 is None for r in hrf)
   for records in (stare, hrf):
     assert sum(r.split == layouts.TEST for r in records) == 3
+
+
+def test_generated_hrf_is_read_like_the_published_one(published, caplog):
+  """Its FOV masks RGB TIFFs of equal channels and its first labels with a few gray edge pixels, as
+  HRF publishes them: read as 0/255 maps, the gray pixels counted in the log."""
+  record = next(r for r in _records(published / 'hrf') if r.image_id == '01_h')
+  decoded = source.decode_record(record)
+  with Image.open(published / 'hrf/manual1/01_h.tif') as label:
+    gray = np.asarray(label)
+  assert np.count_nonzero((gray != 0) & (gray != 255)) > 0
+  np.testing.assert_array_equal(decoded[constants.LABEL_KEY], np.where(gray >= 128, 255, 0))
+  assert f'{published}/hrf/manual1/01_h.tif: ' in caplog.text
+  with Image.open(published / 'hrf/mask/01_h_mask.tif') as mask:
+    assert mask.mode == 'RGB'
+    np.testing.assert_array_equal(decoded[constants.FOV_KEY], np.asarray(mask)[..., 0])
 
 
 def test_hashed_split_is_stable_whatever_the_listing_order():
@@ -163,3 +180,27 @@ def test_16_bit_images_are_scaled_by_their_range_and_oversized_ones_refused(tiny
   np.testing.assert_array_equal(ingested, np.round(rgb8 * (255 / rgb8.max())).astype(np.uint8))
   Image.new('1', (8000, 6000)).save(clinic / 'images/eye-1.png')   # 48 M pixels, a tiny file
   _raises([clinic], clinic / 'images/eye-1.png', 'more than the 40,000,000')
+
+
+REAL_HRF = os.path.join(REAL_DATA, 'HRF')
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL_HRF), reason=f'real HRF not present at {REAL_HRF}')
+def test_the_real_hrf_is_read_as_published(caplog):
+  """All 45 images listed and split; a few decoded, among them 07_g (its FOV mask an RGB TIFF, as all
+  HRF's are) and 11_h (its label with gray vessel edges), against OpenCV's reading of the TIFFs."""
+  records = {r.image_id: r for r in _records(REAL_HRF)}
+  assert len(records) == 45 and {r.dataset for r in records.values()} == {'HRF'}
+  by_hash = sorted(records, key=lambda i: hashlib.sha256(i.encode()).hexdigest())
+  assert {i for i, r in records.items() if r.split == layouts.TEST} == set(by_hash[:round(45 / 2)])
+  for image_id in ('07_g', '11_h', '01_dr'):
+    record = records[image_id]
+    decoded = source.decode_record(record)
+    assert decoded[constants.IMAGE_KEY].shape == (2336, 3504, 3)
+    for key, ref in ((constants.LABEL_KEY, record.label), (constants.FOV_KEY, record.fov)):
+      published = cv2.imread(ref.path, cv2.IMREAD_UNCHANGED)
+      gray = published if published.ndim == 2 else published[..., 0]
+      np.testing.assert_array_equal(decoded[key], np.where(gray > 127, 255, 0), err_msg=ref.path)
+  edges = cv2.imread(records['11_h'].label.path, cv2.IMREAD_UNCHANGED)
+  gray_edges = np.count_nonzero((edges != 0) & (edges != 255))
+  assert gray_edges and f'manual1/11_h.tif: {gray_edges} of {edges.size} pixels' in caplog.text

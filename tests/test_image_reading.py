@@ -1,6 +1,10 @@
 """The one image decoder every reader uses (ingestion and evaluate through files.decode_file,
 predict and show-preprocessing through predict.read_image): a hostile file is one line naming it,
 wide samples are scaled by the image's range (never clipped), any other mode becomes RGB."""
+import gzip
+import os
+import zipfile
+
 import cv2
 import numpy as np
 import pytest
@@ -8,7 +12,8 @@ from PIL import Image
 
 import bad_inputs
 from cli import predict
-from components.fundus_example_gen import files
+from components.fundus_example_gen import files, layouts, source
+from conftest import REAL_DATA
 
 READERS = ('ingestion', 'predict')
 
@@ -109,3 +114,151 @@ def test_other_modes_become_rgb_and_alpha_is_ignored(mode, pixels, suffix, expec
   image.save(tmp_path / f'image{suffix}')
   for reader in READERS:
     np.testing.assert_array_equal(_read(reader, tmp_path / f'image{suffix}'), [expected])
+
+
+# --- Maps (labels and FOV masks) as the datasets publish them ----------------------------------------
+VESSELS = RAMP[:60, :64] % 5 == 0   # a 64x60 0/1 map
+
+
+def _write_map(path, pixels):
+  Image.fromarray(pixels).save(path, **({'compression': 'tiff_lzw'} if path.suffix == '.tif' else {}))
+  return path
+
+
+@pytest.mark.parametrize('name, channels', [('mask.tif', 3), ('mask.png', 4)])
+def test_a_map_in_rgb_with_equal_channels_is_a_gray_map(name, channels, tmp_path):
+  """HRF's FOV masks are RGB TIFFs of three equal 0/255 channels (alpha, if any, ignored)."""
+  gray = VESSELS.astype(np.uint8) * 255
+  _write_map(tmp_path / name, np.stack([gray] * channels, axis=-1))
+  for reader in READERS:
+    np.testing.assert_array_equal(_read(reader, tmp_path / name, expect_binary=True), gray)
+
+
+def test_a_map_whose_channels_differ_is_a_colour_image(tmp_path):
+  rgb = np.stack([VESSELS * 255] * 3, axis=-1).astype(np.uint8)
+  rgb[10:12, 20:23, 1] = 200   # 6 pixels with a green tint
+  path = _write_map(tmp_path / 'mask.tif', rgb)
+  for reader in READERS:
+    with pytest.raises((files.FundusInputError, predict.PredictError)) as error:
+      _read(reader, path, expect_binary=True)
+    line = getattr(error.value, 'message', str(error.value))
+    assert line == (f'{path}: is a colour image, not a map: its red, green and blue differ at 6 of '
+                    '3,840 pixels'), line
+
+
+def test_drives_palette_maps_of_near_gray_colours_stay_maps(tmp_path):
+  """DRIVE's 2nd_manual GIFs: a palette of (4, 2, 4) and (252, 254, 252), not quite gray."""
+  image = Image.fromarray(VESSELS.astype(np.uint8), mode='L').convert('P')
+  image.putpalette([4, 2, 4, 252, 254, 252])
+  image.save(tmp_path / '01_manual2.gif')
+  np.testing.assert_array_equal(_read('ingestion', tmp_path / '01_manual2.gif', True), VESSELS * 255)
+
+
+def test_a_few_gray_pixels_along_edges_are_thresholded_and_counted(tmp_path, caplog):
+  """As HRF's manual1/11_h, 12_h and 13_h: a few hundred gray pixels along vessel edges."""
+  label = VESSELS.astype(np.uint8) * 255
+  label[5, :16] = 127   # 16 of 3,840 pixels: 0.4 %, 16 dark and 16 bright edge pixels
+  label[6, :16] = 128
+  expected = np.where(label >= 128, 255, 0)
+  path = _write_map(tmp_path / 'label.tif', label)
+  for reader in READERS:
+    caplog.clear()
+    np.testing.assert_array_equal(_read(reader, path, expect_binary=True), expected)
+    [warning] = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
+    assert warning.startswith(f'{path}: 32 of 3840 pixels'), warning
+
+
+def test_gray_levels_beyond_the_bound_are_not_a_map(tmp_path):
+  label = VESSELS.astype(np.uint8) * 255
+  label[:, :1] = 100   # 60 of 3,840 pixels: 1.6 %, over the 1 % a map may have
+  with pytest.raises(files.FundusInputError, match=r'expected a binary \(two-level\) map.* \(1\.6%'):
+    _read('ingestion', _write_map(tmp_path / 'label.png', label), expect_binary=True)
+
+
+def _photos():
+  """A photo of each real dataset beside the repository, and a generated one."""
+  real = [os.path.join(REAL_DATA, *path) for path in (
+      ('DRIVE', 'training', 'images', '21_training.tif'), ('HRF', 'images', '01_h.jpg'),
+      ('STARE', 'stare-images', 'im0001.ppm.gz'), ('CHASE_DB1', 'Image_08L.jpg'))]
+  return ['generated'] + [path for path in real if os.path.exists(path)]
+
+
+@pytest.mark.parametrize('photo', _photos())
+def test_a_photo_in_gray_is_not_a_map(photo, tiny_drive, tmp_path):
+  if photo == 'generated':
+    photo = str(tiny_drive / 'test/images/01_test.tif')
+  rgb = files.decode_file(files.FileRef(rel_path=photo, path=photo), expect_binary=False)
+  for channels, name in ((Image.fromarray(rgb).convert('L'), 'gray.png'),
+                         (Image.fromarray(rgb[..., 1]), 'green.png')):
+    channels.save(tmp_path / name)
+    with pytest.raises(files.FundusInputError, match='expected a binary'):
+      _read('ingestion', tmp_path / name, expect_binary=True)
+
+
+# --- Sizes: a file too large for any image within the pixel bound is refused before it is read ------
+TOO_MANY_BYTES = files.MAX_FILE_BYTES + 1
+
+
+def _zeros(stream, size):
+  """Writes `size` zero bytes in chunks: a bomb's content, never held whole."""
+  chunk = bytes(1 << 24)
+  for start in range(0, size, len(chunk)):
+    stream.write(chunk[:min(len(chunk), size - start)])
+
+
+def test_an_oversized_zip_member_is_refused_unread(tmp_path, monkeypatch):
+  """A generic dataset whose images/x.png inflates to 321 MB from 1.4 MB of zip: refused from the
+  size the archive declares, its data never opened."""
+  tiny = files.encode_png(VESSELS.astype(np.uint8) * 255)
+  archive = tmp_path / 'bomb.zip'
+  with zipfile.ZipFile(archive, 'w', zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+    with z.open('images/x.png', 'w', force_zip64=True) as member:
+      _zeros(member, TOO_MANY_BYTES)
+    for name in ('labels/x.png', 'images/y.png', 'labels/y.png'):
+      z.writestr(name, tiny)
+  assert archive.stat().st_size < TOO_MANY_BYTES / 100
+  [bomb] = [r for r in layouts.list_datasets([str(archive)]) if r.image_id == 'x']
+  opened = []
+  real_open = zipfile.ZipFile.open
+  monkeypatch.setattr(zipfile.ZipFile, 'open',
+                      lambda self, name, *args, **kwargs: opened.append(name) or real_open(
+                          self, name, *args, **kwargs))
+  with pytest.raises(files.FundusInputError) as error:
+    source.decode_record(bomb)
+  assert error.value.message == (f'{archive}!images/x.png: {TOO_MANY_BYTES:,} bytes is more than '
+                                 f'the {files.MAX_FILE_BYTES:,} bytes an image of 40,000,000 pixels '
+                                 'can take')
+  assert 'images/x.png' not in opened
+
+
+@pytest.mark.parametrize('reader', READERS)
+def test_an_oversized_file_is_refused_unread(reader, tmp_path, monkeypatch):
+  path = tmp_path / 'huge.tif'
+  with open(path, 'wb') as f:
+    f.truncate(TOO_MANY_BYTES)   # sparse: takes no disk
+  monkeypatch.setattr(files, 'decode_image', lambda *args: pytest.fail('read and decoded'))
+  with pytest.raises((files.FundusInputError, predict.PredictError),
+                     match=f'^(input error: )?{path}: {TOO_MANY_BYTES:,} bytes is more than'):
+    _read(reader, path)
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it_whole(tmp_path):
+  """A STARE-like .ppm.gz of 1.4 MB whose stream inflates to 321 MB (and would go on)."""
+  path = tmp_path / 'im0001.ppm.gz'
+  with gzip.GzipFile(path, 'wb', compresslevel=1) as stream:
+    stream.write(b'P6 20000 20000 255\n')
+    _zeros(stream, TOO_MANY_BYTES)
+  with pytest.raises(files.FundusInputError,
+                     match=f'^input error: {path}: inflates to more than the '
+                           f'{files.MAX_FILE_BYTES:,} bytes'):
+    files.decode_file(files.FileRef(rel_path=path.name, path=str(path)), expect_binary=False)
+
+
+def test_a_damaged_gzip_stream_is_one_line_naming_it(tmp_path):
+  """zlib's own error for damaged deflate data, which gzip lets through, is a file that cannot be read."""
+  damaged = bytearray(gzip.compress(bytes(range(256)) * 100))
+  damaged[20:40] = b'\xff' * 20
+  path = tmp_path / 'im0001.ppm.gz'
+  path.write_bytes(damaged)
+  with pytest.raises(files.FundusInputError, match=f'^input error: {path}: cannot be read \\(Error -3'):
+    files.decode_file(files.FileRef(rel_path=path.name, path=str(path)), expect_binary=False)
