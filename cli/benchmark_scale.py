@@ -64,7 +64,8 @@ def component_costs(runs: Sequence[history.NodeRun], samples: Sequence[process_t
 
 
 def _run_pipeline(n: int, args, case_dir: str, data_dir: str) -> Dict:
-  """`retina-tfx run` on `data_dir` in a child process, sampled; its costs, overall and per component."""
+  """`retina-tfx run` on `data_dir` in a child process, sampled: its costs, overall and per
+  component."""
   pipeline_root = os.path.join(case_dir, configs.DEFAULT_PIPELINE_ROOT)
   command = [sys.executable, '-m', 'cli.main', 'run', '--data', data_dir,
              '--pipeline-root', pipeline_root,
@@ -83,12 +84,12 @@ def _run_pipeline(n: int, args, case_dir: str, data_dir: str) -> Dict:
                                f'log is under {os.path.join(pipeline_root, configs.LOG_DIR)}')
   runs = history.latest_node_runs(history.open_store(pipeline_root))
   peak = process_tree.peak(sampler.samples)
+  components = component_costs(runs, sampler.samples)
   return {'process_seconds': seconds,
           'pipeline_seconds': max(r.finished for r in runs) - min(r.started for r in runs),
           'peak_rss_bytes': peak.rss, 'peak_anon_bytes': peak.anon,
           'processes_at_peak': peak.processes,
-          'bytes': sum(bytes_under(uri) for r in runs for uris in r.outputs.values() for uri in uris),
-          'components': component_costs(runs, sampler.samples),
+          'components': components, 'bytes': sum(c['bytes'] for c in components),
           # (epoch seconds, tree RSS, tree anonymous RSS, processes): memory over time.
           'samples': [(s.time, s.rss, s.anon, s.processes) for s in sampler.samples]}
 
@@ -119,8 +120,11 @@ def measure(n: int, args) -> Dict:
                    distinct=args.distinct, progress=lambda done, total: console.progress_bar(
                        done, total, f'N={n}: image {done}'))
   result = {'n': n, 'n_train': n_train, 'n_test': n_test, 'eval_count': eval_count,
-            'generation_seconds': time.monotonic() - started, 'dataset_bytes': bytes_under(data_dir)}
-  print(f'retina-tfx: N={n}: running the pipeline (profile {args.profile})', flush=True)
+            'generation_seconds': time.monotonic() - started,
+            'dataset_bytes': bytes_under(data_dir)}
+  print(f'retina-tfx: N={n}: generated in {result["generation_seconds"]:.0f} s '
+        f'({result["dataset_bytes"] / _MB:.0f} MB); running the pipeline (profile {args.profile})',
+        flush=True)
   result.update(_run_pipeline(n, args, case_dir, data_dir))
   if not args.keep_data:
     _discard_bulk(case_dir)
@@ -159,7 +163,8 @@ def format_table(results: Sequence[Dict]) -> str:
 def _conditions(summary: Dict) -> str:
   beam = ' '.join(summary['beam_args']) or "the run's default"
   return (f'{summary["size"]}x{summary["size"]} images ({summary["distinct"]} rendered, the others '
-          f'their mirror images), profile {summary["profile"]}, Beam args: {beam}')
+          f'their mirror images), profile {summary["profile"]}, Beam args: {beam}, memory '
+          f'sampled every {summary["interval"]} s')
 
 
 def append_table(benchmarks_file: str, summary: Dict) -> None:
@@ -168,9 +173,10 @@ def append_table(benchmarks_file: str, summary: Dict) -> None:
     f.seek(0)
     if SCALE_TABLE_HEADER not in f.read():
       f.write(f'\n{SCALE_TABLE_HEADER}\n\nWall time from ML-Metadata (component registered to its '
-              'outcome); peak RSS of the run process and its Beam workers, summed, sampled every '
-              f'{summary["interval"]} s (anon: their private memory); bytes under the output '
-              'artifacts. Whole run: the `retina-tfx run` process, report included.\n')
+              'outcome); peak RSS: the largest sample in that interval of the RSS summed over the '
+              "run process and its Beam workers (anon: their private memory; '-': no sample fell "
+              'in it); bytes under the output artifacts. Whole run: the `retina-tfx run` process, '
+              'report included.\n')
     f.write(f'\n{summary["date"]}: `{summary["command"]}`. Machine: {summary["machine"]}. '
             f'{_conditions(summary)}.\n\n| {" | ".join(_COLUMNS)} |\n|{"---|" * len(_COLUMNS)}\n')
     for row in table_rows(summary['results']):
@@ -178,6 +184,7 @@ def append_table(benchmarks_file: str, summary: Dict) -> None:
 
 
 def command(args) -> int:
+  args.counts = sorted(set(args.counts))
   for n in args.counts:
     split_counts(n)
     if os.path.exists(os.path.join(args.output, f'N{n}')):
