@@ -54,6 +54,26 @@ def score_test_images(model: predict.VesselModel, data_paths: Sequence[str]) -> 
   }
 
 
+# CPU flags that set TensorFlow's speed on a CPU, named as the benchmarks name them.
+_EXTENSIONS = (('avx2', 'AVX2'), ('avx512f', 'AVX-512'), ('avx512_bf16', 'AVX-512 bfloat16'),
+               ('amx_tile', 'AMX'))
+
+
+def machine() -> str:
+  """What a measurement ran on: CPU model and extensions, cores, memory, host name."""
+  model, flags = platform.processor() or 'unknown CPU', set()
+  if os.path.exists('/proc/cpuinfo'):
+    with open('/proc/cpuinfo') as f:
+      fields = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines()
+                    if ':' in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    model, flags = fields.get('model name', model), set(fields.get('flags', '').split())
+  extensions = ', '.join(name for flag, name in _EXTENSIONS if flag in flags) or 'no AVX2'
+  memory_gb = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1e9
+  return (f'{model} ({extensions}), {os.cpu_count()} cores, {memory_gb:.0f} GB, '
+          f'host {platform.node() or "unnamed"}')
+
+
 def append_row(benchmarks_file: str, result: Dict) -> None:
   scores = result['scores']
   row = (datetime.date.today().isoformat(), f'`{result["command"]}`',
@@ -65,9 +85,8 @@ def append_row(benchmarks_file: str, result: Dict) -> None:
   with open(benchmarks_file, 'a+') as f:
     f.seek(0)
     if BENCHMARK_TABLE_HEADER not in f.read():
-      f.write(f'\n{BENCHMARK_TABLE_HEADER}\n\nMachine: {platform.node() or "this machine"}, '
-              f'{os.cpu_count()} cores, no GPU unless stated. Scores pool all FOV pixels of the '
-              'test images against 1st_manual; Acc/Se/Sp/F1 at 0.5.\n\n'
+      f.write(f'\n{BENCHMARK_TABLE_HEADER}\n\nMachine: {machine()}, no GPU unless stated. Scores '
+              'pool all FOV pixels of the test images against 1st_manual; Acc/Se/Sp/F1 at 0.5.\n\n'
               f'| {" | ".join(_COLUMNS)} |\n|{"---|" * len(_COLUMNS)}\n')
     f.write(f'| {" | ".join(row)} |\n')
 

@@ -74,6 +74,8 @@ class NodeRun:
   node_id: str
   state: str                     # MLMD execution state: COMPLETE, CACHED, FAILED, RUNNING, ...
   outputs: Dict[str, List[str]]  # output key -> artifact URIs
+  started: float                 # seconds since the epoch: MLMD registered the execution
+  finished: float                # seconds since the epoch: its last update (its outcome)
 
 
 def latest_node_runs(store: metadata_store.MetadataStore) -> List[NodeRun]:
@@ -88,7 +90,9 @@ def latest_node_runs(store: metadata_store.MetadataStore) -> List[NodeRun]:
     outputs: Dict[str, List[str]] = {}
     for key, artifact in _events_and_artifacts(store, execution.id, metadata_store_pb2.Event.OUTPUT):
       outputs.setdefault(key, []).append(artifact.uri)
-    runs.append(NodeRun(node_id=node_id, state=_state(execution), outputs=outputs))
+    runs.append(NodeRun(node_id=node_id, state=_state(execution), outputs=outputs,
+                        started=execution.create_time_since_epoch / 1000,
+                        finished=execution.last_update_time_since_epoch / 1000))
   return runs
 
 

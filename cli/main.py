@@ -7,6 +7,7 @@
   retina-tfx evaluate --model M --data D ...   a model on datasets' test images, per dataset
   retina-tfx benchmark --data DRIVE --output D run on DRIVE and score the model on its test images
   retina-tfx benchmark-gate --pipeline-root R  replay the latest Evaluator run: wall time, peak RSS
+  retina-tfx benchmark-scale --output DIR      cost per component as the dataset grows: time, RSS, disk
   retina-tfx status [--pipeline-root DIR]      release history: models, metrics, blessings, pushes
   retina-tfx report [--run latest] -o DIR      HTML report of a run's evaluation, with pictures
   retina-tfx compile-kfp --image I ... -o F    compile the pipeline for Kubeflow Pipelines v2 (offline)
@@ -100,6 +101,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="evaluate on these datasets' test images instead")
   gate.add_argument('--output', required=True, help='folder for the evaluation and its timing')
   gate.set_defaults(command='benchmark_gate')
+
+  scale = commands.add_parser('benchmark-scale', help='run the pipeline on generated datasets of '
+                              'growing size: wall time, peak RSS (Beam workers included) and bytes '
+                              'on disk per component')
+  scale.add_argument('--output', required=True, help='folder for N<count>/ and benchmark_scale.json')
+  scale.add_argument('--counts', type=int, nargs='+', default=[25, 100, 400],
+                     help='dataset sizes N, a quarter of each test images (default 25 100 400)')
+  scale.add_argument('--size', type=int, default=2048,
+                     help="images' side in pixels (default 2048, FIVES' images)")
+  scale.add_argument('--distinct', type=int, default=8,
+                     help='pictures rendered (2 s each at 2048x2048); the other images are their '
+                          'mirror images (default 8)')
+  scale.add_argument('--profile', choices=sorted(configs.PROFILES), default='smoke',
+                     help='training budget (default smoke: the data stages dominate)')
+  scale.add_argument('--interval', type=float, default=0.2, help='memory sampling period, seconds')
+  scale.add_argument('--keep-data', action='store_true',
+                     help="keep each N's dataset and artifacts (default: only ML-Metadata and logs)")
+  scale.add_argument('--benchmarks-file', default='BENCHMARKS.md', help='table to append to')
+  scale.add_argument('--beam-args', nargs=argparse.REMAINDER, default=[],
+                     help="passed to each run's --beam-args (must come last)")
+  scale.set_defaults(command='benchmark_scale')
 
   pred = commands.add_parser('predict', help='vessel probability maps for image files')
   pred.add_argument('--model', required=True,

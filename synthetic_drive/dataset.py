@@ -86,10 +86,28 @@ def _gray_edged(label: np.ndarray) -> np.ndarray:
   return edged
 
 
+# How `distinct` varies a picture: which axes (rows, columns) to mirror.
+_MIRRORS = ((), (1,), (0,), (0, 1))
+
+
+def _maps(seed: int, jobs, index: int, height: int, width: int, distinct: Optional[int],
+          rendered: dict) -> dict:
+  """The maps of image `index`: rendered, or with `distinct` a mirror image of a rendered one."""
+  if distinct is None:
+    return dict(zip(layouts.MAPS, render(seed, *jobs[index].render_key, height, width)))
+  picture = index % distinct
+  if picture not in rendered:
+    rendered[picture] = render(seed, *jobs[picture].render_key, height, width)
+  axes = _MIRRORS[index // distinct % len(_MIRRORS)]
+  return {name: np.ascontiguousarray(np.flip(pixels, axes)) if axes else pixels
+          for name, pixels in zip(layouts.MAPS, rendered[picture])}
+
+
 def generate(out_dir: str, seed: int = 0, n_train: Optional[int] = None, n_test: Optional[int] = None,
              height: Optional[int] = None, width: Optional[int] = None,
              progress: Optional[Callable[[int, int], None]] = None, *,
-             layout: str = layouts.DRIVE, count: Optional[int] = None) -> dict:
+             layout: str = layouts.DRIVE, count: Optional[int] = None,
+             distinct: Optional[int] = None) -> dict:
   """Writes a synthetic dataset in `layout`'s published form into `out_dir`, which must not exist or
   be empty.
 
@@ -100,6 +118,9 @@ def generate(out_dir: str, seed: int = 0, n_train: Optional[int] = None, n_test:
   height, width: default the layout's real size (DRIVE 584x565, STARE 605x700, CHASE_DB1 960x999,
     HRF 2336x3504, height x width).
   progress: if given, called as progress(done, total) after each image.
+  distinct: if given, render only the first `distinct` pictures (2 s each at 2048x2048) and make
+    image i picture i % distinct mirrored one of four ways (none, left-right, up-down, both), in
+    turn: cheap fundus-like data for measuring cost at scale, not for measuring accuracy.
 
   Returns a summary with the layout, the image counts, the size and the vessel fraction inside the
   field of view (first observer, all images).
@@ -110,6 +131,8 @@ def generate(out_dir: str, seed: int = 0, n_train: Optional[int] = None, n_test:
   width = spec.width if width is None else width
   if min(height, width) < MIN_SIDE:
     raise ValueError(f'images must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got {width}x{height}')
+  if distinct is not None and distinct < 1:
+    raise ValueError(f'distinct pictures must be at least 1, got {distinct}')
   out_dir = os.path.abspath(out_dir)
   if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
     raise FileExistsError(f'{out_dir} already exists and is not an empty folder: refusing to write the '
@@ -120,9 +143,10 @@ def generate(out_dir: str, seed: int = 0, n_train: Optional[int] = None, n_test:
   staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.partial-', dir=parent)
   jobs = layouts.images(spec, part_counts)
   vessel_pixels = fov_pixels = 0
+  rendered = {}
   try:
     for done, job in enumerate(jobs, start=1):
-      maps = dict(zip(layouts.MAPS, render(seed, *job.render_key, height, width)))
+      maps = _maps(seed, jobs, done - 1, height, width, distinct, rendered)
       for relative, content in job.files:
         _write(_as_published(maps[content], content, job), os.path.join(staging, relative))
       vessel_pixels += int(np.count_nonzero(maps[layouts.LABEL]))

@@ -7,7 +7,8 @@ import pytest
 _HEAVY = ('tensorflow', 'tfx', 'apache_beam', 'tensorflow_model_analysis')
 
 
-@pytest.mark.parametrize('argv', [['--help'], ['run', '--help'], ['run'], ['status', '--nope']])
+@pytest.mark.parametrize('argv', [['--help'], ['run', '--help'], ['run'], ['status', '--nope'],
+                                  ['benchmark-scale', '--help']])
 def test_help_and_argument_errors_import_no_tensorflow(argv):
   # A fresh interpreter: this one has imported TensorFlow for other tests.
   code = ('import sys\nfrom cli.main import main\ntry:\n  main(%r)\nexcept SystemExit:\n  pass\n'

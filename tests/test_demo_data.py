@@ -326,3 +326,17 @@ def test_cli_writes_other_layouts(tmp_path, capsys):
   assert main(['make-demo-data', str(out), '--layout', 'stare', '--count', '3',
                '--height', str(SMALL_HEIGHT), '--width', str(SMALL_WIDTH)]) == 0
   assert 'STARE-like' in capsys.readouterr().out and _files(out) == sorted(OTHER_LAYOUTS['stare'][1])
+
+
+def test_distinct_pictures_are_mirrored_with_their_labels(tmp_path):
+  synthetic.generate(str(tmp_path / 'd'), n_train=5, n_test=1, height=48, width=40, distinct=2)
+  read = lambda folder, name: np.asarray(Image.open(tmp_path / 'd' / folder / name))
+  image = lambda i: read('training/images', f'{i}_training.tif')
+  label = lambda i: read('training/1st_manual', f'{i}_manual1.gif')
+  assert not np.array_equal(image(21), image(22))                      # two pictures
+  np.testing.assert_array_equal(image(23), image(21)[:, ::-1])         # then mirrored left-right
+  np.testing.assert_array_equal(label(23), label(21)[:, ::-1])
+  np.testing.assert_array_equal(image(25), image(21)[::-1])            # then up-down
+  np.testing.assert_array_equal(read('test/images', '01_test.tif'), image(22)[::-1])
+  with pytest.raises(ValueError, match='at least 1'):
+    synthetic.generate(str(tmp_path / 'e'), n_train=1, n_test=1, height=48, width=40, distinct=0)
