@@ -39,6 +39,7 @@ def recorded_evaluation(pipeline_root: str) -> Dict:
       'inputs': {key: artifact.uri for key, artifact in inputs.items()},
       'eval_config': execution.custom_properties[specs.EVAL_CONFIG_KEY].string_value,
       'example_splits': execution.custom_properties[specs.EXAMPLE_SPLITS_KEY].string_value,
+      'module_path': execution.custom_properties[specs.MODULE_PATH_KEY].string_value,
   }
 
 
@@ -73,7 +74,8 @@ def _evaluate(recorded: Dict, output_dir: str) -> None:
       specs.BLESSING_KEY: [_artifact(standard_artifacts.ModelBlessing,
                                      os.path.join(output_dir, 'blessing'))],
   }, {specs.EVAL_CONFIG_KEY: recorded['eval_config'],
-      specs.EXAMPLE_SPLITS_KEY: recorded['example_splits']})
+      specs.EXAMPLE_SPLITS_KEY: recorded['example_splits'],
+      specs.MODULE_PATH_KEY: recorded['module_path']})
 
 
 def replay(recorded: Dict, output_dir: str) -> Dict:

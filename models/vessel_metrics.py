@@ -17,11 +17,18 @@ probability; merging adds histograms and keeps extremes. Every reported number d
 Each is its own TFMA metric (`FovPixelMetric(name)`), derived from one shared histogram computation.
 A metric that is undefined on a slice (an AUC without vessel or without background pixels, a
 precision without predicted vessels) is NaN, which fails any threshold on it.
+
+Memory: an image's extracts (its prediction, label and FOV maps, per model) are reduced to its
+histograms by `HistogramsExtractor` (which the Evaluator adds through `custom_extractors`), before
+slicing and combining: the local runner held every image's maps until
+the combine (~20 bytes per pixel and model), so the gate's memory grew with the test set. What
+travels on is ~0.9 MB per image and model, whatever the image's size.
 """
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Sequence
 
 import apache_beam as beam
 import numpy as np
+import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2
 
@@ -163,12 +170,50 @@ def confusion_matrices(accumulator: np.ndarray
   return plot
 
 
+HISTOGRAMS_KEY = 'fov_histograms'   # extract: {model name: `histograms` of the image's maps}
+
+
+def reduce_to_histograms(extracts: tfma.Extracts, model_names: Sequence[str],
+                         slice_features: Sequence[str]) -> tfma.Extracts:
+  """One image's extracts -> the features it is sliced by and, per model, the FOV-weighted
+  `histograms` of its maps (labels, predictions, and the FOV as example weight): nothing per pixel
+  goes on."""
+  inputs = metric_types.StandardMetricInputs(extracts)
+  features = extracts[tfma.FEATURES_KEY]
+  return {tfma.FEATURES_KEY: {key: features[key] for key in slice_features if key in features},
+          HISTOGRAMS_KEY: {name: histograms(inputs.get_labels(name), inputs.get_predictions(name),
+                                            inputs.get_example_weights(name))
+                           for name in model_names}}
+
+
+def HistogramsExtractor(eval_config: tfma.EvalConfig) -> tfma.extractors.Extractor:  # pylint: disable=invalid-name
+  """The extractor that reduces each image to its histograms and slicing features; TFMA's slice key
+  extractor comes after it (the metrics evaluator runs right after that one)."""
+  model_names = [spec.name for spec in eval_config.model_specs]
+  slice_features = sorted({key for spec in eval_config.slicing_specs for key in spec.feature_keys})
+  return tfma.extractors.Extractor(
+      stage_name='ReduceToFovHistograms',
+      ptransform=beam.Map(reduce_to_histograms, model_names, slice_features))
+
+
+def custom_extractors(eval_shared_model, eval_config: tfma.EvalConfig, tensor_adapter_config):
+  """TFX Evaluator's hook (its module_path is this module): TFMA's own extractors, with the
+  reduction to histograms just before the slice keys are extracted."""
+  extractors = tfma.default_extractors(eval_shared_model=eval_shared_model,
+                                       eval_config=eval_config,
+                                       tensor_adapter_config=tensor_adapter_config)
+  slicing = [e.stage_name for e in extractors].index(
+      tfma.extractors.SLICE_KEY_EXTRACTOR_STAGE_NAME)
+  return extractors[:slicing] + [HistogramsExtractor(eval_config)] + extractors[slicing:]
+
+
 class FovPixelMetric(metric_types.Metric):
   """One of METRIC_NAMES, or CURVES (the plot), for every model and slice of an evaluation.
 
   All of them derive from one histogram computation per model, which TFMA runs once however many
-  of them an EvalConfig lists. The example weight (the FOV map) weighs each pixel: configure the
-  model spec's example_weight_key and weighted metrics."""
+  of them an EvalConfig lists, from the histograms HistogramsExtractor leaves in the extracts. The
+  example weight (the FOV map) weighs each pixel: configure the model spec's example_weight_key and
+  weighted metrics."""
 
   def __init__(self, name: str):
     if name not in (*METRIC_NAMES, CURVES):
@@ -184,6 +229,10 @@ _HISTOGRAMS = '_fov_histograms'   # private (leading _): TFMA does not write it 
 
 def _computations(name: str, model_name: str = '', output_name: str = '',
                   example_weighted: bool = False) -> metric_types.MetricComputations:
+  if not example_weighted:
+    raise ValueError(f'{name}: FOV pixel metrics weigh each pixel by the FOV map: configure the '
+                     'model spec\'s example_weight_key and weighted metrics')
+
   def key(key_type, key_name):
     return key_type(name=key_name, model_name=model_name, output_name=output_name,
                     example_weighted=example_weighted)
@@ -197,11 +246,9 @@ def _computations(name: str, model_name: str = '', output_name: str = '',
   return [
       metric_types.MetricComputation(
           keys=[histograms_key],
-          # Only this model's maps ('' names mean no level of that name in the extracts).
           preprocessors=[metric_types.StandardMetricInputsPreprocessor(
-              model_names=[model_name] if model_name else None,
-              output_names=[output_name] if output_name else None)],
-          combiner=_HistogramCombiner(histograms_key, example_weighted)),
+              include_filter=[HISTOGRAMS_KEY], include_default_inputs=False)],
+          combiner=_HistogramCombiner(histograms_key)),
       metric_types.DerivedMetricComputation(
           keys=[result_key],
           result=lambda metrics: {result_key: derive(metrics[histograms_key])}),
@@ -209,24 +256,20 @@ def _computations(name: str, model_name: str = '', output_name: str = '',
 
 
 class _HistogramCombiner(beam.CombineFn):
-  """Whole maps in, the sum of their `histograms` out."""
+  """Images' histograms in (see HistogramsExtractor), their sum out."""
 
-  def __init__(self, key: metric_types.MetricKey, example_weighted: bool):
+  def __init__(self, key: metric_types.MetricKey):
     self._key = key
-    self._example_weighted = example_weighted
 
   def create_accumulator(self) -> np.ndarray:
     return empty_histograms()
 
-  def add_input(self, accumulator: np.ndarray,
-                element: metric_types.StandardMetricInputs) -> np.ndarray:
-    labels = element.get_labels(self._key.model_name, self._key.output_name)
-    predictions = element.get_predictions(self._key.model_name, self._key.output_name)
-    weights = (element.get_example_weights(self._key.model_name, self._key.output_name)
-               if self._example_weighted else None)
-    if weights is None:
-      weights = np.ones(np.shape(labels))
-    return merge(accumulator, histograms(labels, predictions, weights))
+  def add_input(self, accumulator: np.ndarray, element: metric_types.StandardMetricInputs
+                ) -> np.ndarray:
+    if HISTOGRAMS_KEY not in element:
+      raise ValueError(f'no {HISTOGRAMS_KEY} in the extracts: FOV pixel metrics need '
+                       f'{__name__}.HistogramsExtractor before the slice key extractor')
+    return merge(accumulator, element[HISTOGRAMS_KEY][self._key.model_name])
 
   def merge_accumulators(self, accumulators: Iterable[np.ndarray]) -> np.ndarray:
     accumulators = iter(accumulators)

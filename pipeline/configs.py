@@ -34,6 +34,8 @@ PUSHER = 'Pusher'
 # file, which TFX would bundle (and, for Kubeflow, upload at compile time).
 PREPROCESSING_FN = 'models.transform.preprocessing_fn'
 RUN_FN = 'models.training.run_fn'
+# The Evaluator's module: its custom_extractors reduce each image to the gate metric's histograms.
+EVALUATOR_MODULE = 'models.vessel_metrics'
 
 
 @dataclasses.dataclass(frozen=True)

@@ -78,7 +78,8 @@ def create_pipeline(
       model=trainer.outputs['model'],
       baseline_model=latest_blessed_model.outputs['model'],
       eval_config=eval_config.eval_config(profile.min_auc, profile.max_auc_drop),
-      example_splits=[constants.TEST_SPLIT]).with_id(configs.EVALUATOR)
+      example_splits=[constants.TEST_SPLIT],
+      module_path=configs.EVALUATOR_MODULE).with_id(configs.EVALUATOR)
   pusher = NumberedPusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],

@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+from tfx.components.transform import executor as tfx_transform
+from tfx.proto import example_gen_pb2
 
 from models import constants, preprocessing, settings, transform
+from pipeline import configs, pipeline
 
 CONFIG = settings.PreprocessingConfig()
 
@@ -109,3 +113,14 @@ def test_raw_features_for_serving_fill_what_serving_lacks():
   assert features[constants.FOV_KEY].numpy().tolist() == [[b''], [b'']]
   given = transform.raw_features(tf.constant([b'a']), tf.constant([b'm']))
   assert given[constants.FOV_KEY].numpy().tolist() == [[b'm']]
+
+
+def test_the_pipeline_s_transform_hands_preprocessing_fn_one_image_at_a_time(tmp_path):
+  """TFT would let Beam grow batches to 1,000 images; the pipeline's Transform asks for a bound."""
+  built = pipeline.create_pipeline('p', str(tmp_path), [str(tmp_path)], configs.PROFILES['smoke'],
+                                   str(tmp_path / 'serving'))
+  transform_component = next(c for c in built.components if c.id == configs.TRANSFORM)
+  executor_class = transform_component.executor_spec.executor_class
+  assert issubclass(executor_class, tfx_transform.Executor)
+  assert executor_class()._GetDesiredBatchSize(  # pylint: disable=protected-access
+      example_gen_pb2.FORMAT_TF_EXAMPLE, schema_pb2.Schema()) == 1

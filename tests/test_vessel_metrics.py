@@ -137,6 +137,32 @@ def test_tfma_computes_the_same_metrics_overall_and_per_slice():
       eval_config=config)
   with beam.Pipeline() as pipeline:
     results = (pipeline | beam.Create(extracts)
+               | vm.HistogramsExtractor(config).ptransform
                | tfma.extractors.SliceKeyExtractor(eval_config=config).ptransform
                | evaluator.ptransform)
     beam_util.assert_that(results['metrics'], check)
+
+
+def test_each_image_is_reduced_to_its_histograms_per_model_and_nothing_per_pixel_goes_on():
+  (labels, candidate, fov), (_, baseline, _) = _image(0), _image(1)
+  extracts = {
+      tfma.LABELS_KEY: {'candidate': labels, 'baseline': labels},
+      tfma.PREDICTIONS_KEY: {'candidate': candidate, 'baseline': baseline},
+      tfma.EXAMPLE_WEIGHTS_KEY: {'candidate': fov, 'baseline': fov},
+      tfma.FEATURES_KEY: {'image_id': np.array([b'01']), 'image': np.array([b'PNG bytes'])}}
+  reduced = vm.reduce_to_histograms(extracts, ['candidate', 'baseline'], ['dataset', 'image_id'])
+  assert sorted(reduced) == sorted([tfma.FEATURES_KEY, vm.HISTOGRAMS_KEY])
+  assert reduced[tfma.FEATURES_KEY] == {'image_id': extracts[tfma.FEATURES_KEY]['image_id']}
+  for name, predictions in (('candidate', candidate), ('baseline', baseline)):
+    np.testing.assert_array_equal(reduced[vm.HISTOGRAMS_KEY][name],
+                                  vm.histograms(labels, predictions, fov))
+  # Per image and model: the same size for maps of any size.
+  assert reduced[vm.HISTOGRAMS_KEY]['candidate'].nbytes == vm.empty_histograms().nbytes
+
+
+def test_the_evaluator_s_extractors_reduce_each_image_before_its_slice_keys_are_taken():
+  config = eval_config.eval_config(min_auc=0.5, max_auc_drop=0.01)
+  del config.metrics_specs[0].metrics[0].per_slice_thresholds[:]   # no baseline model here
+  stages = [e.stage_name for e in vm.custom_extractors(None, config, None)]
+  assert stages.index('ReduceToFovHistograms') + 1 == stages.index(
+      tfma.extractors.SLICE_KEY_EXTRACTOR_STAGE_NAME)
