@@ -4,6 +4,7 @@ import math
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import pytest
 import tensorflow_model_analysis as tfma
 from apache_beam.testing import util as beam_util
@@ -160,9 +161,18 @@ def test_each_image_is_reduced_to_its_histograms_per_model_and_nothing_per_pixel
   assert reduced[vm.HISTOGRAMS_KEY]['candidate'].nbytes == vm.empty_histograms().nbytes
 
 
-def test_the_evaluator_s_extractors_reduce_each_image_before_its_slice_keys_are_taken():
+def test_the_evaluator_s_extractors_take_one_image_at_a_time_and_reduce_it_before_slicing():
   config = eval_config.eval_config(min_auc=0.5, max_auc_drop=0.01)
   del config.metrics_specs[0].metrics[0].per_slice_thresholds[:]   # no baseline model here
   stages = [e.stage_name for e in vm.custom_extractors(None, config, None)]
+  assert stages[0] == 'OneImagePerBatch'
   assert stages.index('ReduceToFovHistograms') + 1 == stages.index(
       tfma.extractors.SLICE_KEY_EXTRACTOR_STAGE_NAME)
+
+
+def test_a_batch_of_examples_is_split_into_batches_of_one():
+  batch = pa.RecordBatch.from_arrays([pa.array([b'a', b'b', b'c'])], ['__raw_record__'])
+  split = list(vm.one_image_per_batch({tfma.constants.ARROW_RECORD_BATCH_KEY: batch, 'other': 1}))
+  assert [e[tfma.constants.ARROW_RECORD_BATCH_KEY].to_pydict() for e in split] == [
+      {'__raw_record__': [value]} for value in (b'a', b'b', b'c')]
+  assert all(e['other'] == 1 for e in split)
