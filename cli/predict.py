@@ -9,7 +9,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
 from cli import console, visualize
 from components.fundus_example_gen import files
@@ -88,7 +87,7 @@ def write_map(path_without_suffix: str, probabilities: np.ndarray, map_format: s
   else:
     sample_type = _PNG_TYPES[map_format]
     levels = np.round(probabilities * np.iinfo(sample_type).max).astype(sample_type)
-    Image.fromarray(levels).save(f'{path_without_suffix}.png')
+    visualize.write_png(f'{path_without_suffix}.png', levels)
 
 
 def list_inputs(paths: Sequence[str]) -> List[str]:

@@ -242,6 +242,24 @@ def test_predict_feeds_decode_images_pixels_uncompressed_and_writes_the_same_map
                                   model.predict(files.encode_png(decoded))[0])
 
 
+def _zlib_level(png: bytes) -> int:
+  """A PNG's zlib compression level class: 0 fastest, 1 fast, 2 zlib's default, 3 maximum."""
+  idat = png.index(b'IDAT')
+  return png[idat + 5] >> 6   # FLEVEL, the top bits of the zlib header's second byte
+
+
+def test_predict_writes_maps_and_overlays_at_zlibs_fastest_level(saved_model, demo_drive,
+                                                                 tmp_path):
+  image = tmp_path / 'crop.png'
+  Image.fromarray(_fundus(demo_drive)[:200, :190]).save(image)
+  model = predict.VesselModel(saved_model)
+  for map_format in ('png8', 'png16'):
+    predict.predict_files(model, [str(image)], str(tmp_path / map_format), with_overlay=True,
+                          map_format=map_format, progress=lambda *a: None)
+    for written in ('crop.png', 'crop_overlay.png'):
+      assert _zlib_level((tmp_path / map_format / written).read_bytes()) == 0, written
+
+
 def test_not_a_model_is_a_clear_error(tmp_path, capsys):
   code = main(['predict', '--model', str(tmp_path), '--input', str(tmp_path), '--output',
                str(tmp_path / 'out')])
