@@ -13,7 +13,8 @@ Signatures:
   transform_features(examples)         serialized raw tf.Examples -> their label and FOV [B, H*W]
 Images of one serving call must share a size; examples may differ (rows padded with FOV 0). An
 image may have at most constants.MAX_IMAGE_PIXELS pixels. TIFF is not decodable by TensorFlow's own ops (DRIVE's are
-LZW-compressed), so clients such as `retina-tfx predict` convert it to PNG, losslessly, first.
+LZW-compressed), so clients such as `retina-tfx predict` convert it losslessly first (predict sends
+every image as an uncompressed BMP of the pixels it decoded: the fastest to encode and decode).
 """
 from typing import Optional
 

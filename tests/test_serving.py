@@ -206,6 +206,60 @@ def test_predict_formats_store_the_signature_output_and_png16_and_npy_keep_its_a
     assert roc_auc_score(label[inside], stored[inside]) == pytest.approx(auc, abs=1e-5)
 
 
+class _RecordingModel(predict.VesselModel):
+  """Keeps the image bytes predict feeds the signature."""
+
+  def predict(self, image, fov_png=None):
+    self.fed = image
+    return super().predict(image, fov_png)
+
+
+def test_predict_feeds_decode_images_pixels_uncompressed_and_writes_the_same_maps(
+    saved_model, demo_drive, tmp_path):
+  rgb = _fundus(demo_drive, 'test/images/02_test.tif')[:300, :281]
+  twelve_bit = rgb[..., 1].astype(np.uint16) * 16   # a 12-bit camera's samples in 16 bits
+  inputs = {'drive.tif': demo_drive / 'test/images/01_test.tif', 'crop.png': rgb,
+            'crop.jpg': rgb, 'twelve_bit.png': twelve_bit}
+  model = _RecordingModel(saved_model)
+  for name, source in inputs.items():
+    path = tmp_path / name
+    if isinstance(source, np.ndarray):
+      Image.fromarray(source).save(path)
+    else:
+      shutil.copy(source, path)
+    predict.predict_files(model, [str(path)], str(tmp_path / 'out'), map_format='npy',
+                          progress=lambda *a: None)
+    # An uncompressed BMP of the pixels ingestion and evaluate decode (a 16-bit file scaled by its
+    # maximum), not a PNG re-encoded at zlib's default level, which took seconds on a large photo.
+    assert model.fed[:2] == b'BM', name
+    decoded = predict.read_image(str(path))
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(model.fed))), decoded)
+    if name == 'twelve_bit.png':
+      scaled = np.round(twelve_bit * 255.0 / twelve_bit.max())   # by the image's maximum
+      np.testing.assert_array_equal(decoded[..., 0], scaled)
+    # The map is the one the previous path (a lossless PNG of the same pixels) gave.
+    np.testing.assert_array_equal(np.load(tmp_path / 'out' / f'{path.stem}.npy'),
+                                  model.predict(files.encode_png(decoded))[0])
+
+
+def _zlib_level(png: bytes) -> int:
+  """A PNG's zlib compression level class: 0 fastest, 1 fast, 2 zlib's default, 3 maximum."""
+  idat = png.index(b'IDAT')
+  return png[idat + 5] >> 6   # FLEVEL, the top bits of the zlib header's second byte
+
+
+def test_predict_writes_maps_and_overlays_at_zlibs_fastest_level(saved_model, demo_drive,
+                                                                 tmp_path):
+  image = tmp_path / 'crop.png'
+  Image.fromarray(_fundus(demo_drive)[:200, :190]).save(image)
+  model = predict.VesselModel(saved_model)
+  for map_format in ('png8', 'png16'):
+    predict.predict_files(model, [str(image)], str(tmp_path / map_format), with_overlay=True,
+                          map_format=map_format, progress=lambda *a: None)
+    for written in ('crop.png', 'crop_overlay.png'):
+      assert _zlib_level((tmp_path / map_format / written).read_bytes()) == 0, written
+
+
 def test_not_a_model_is_a_clear_error(tmp_path, capsys):
   code = main(['predict', '--model', str(tmp_path), '--input', str(tmp_path), '--output',
                str(tmp_path / 'out')])
