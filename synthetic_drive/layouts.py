@@ -81,6 +81,13 @@ _DRIVE_FILES = (('{folder}/images/{id}_{folder}.tif', IMAGE),
                 ('{folder}/1st_manual/{id}_manual1.gif', LABEL),
                 ('{folder}/mask/{id}_{folder}_mask.gif', FOV))
 FIRST_TRAINING_ID = 21  # DRIVE numbers its test images 01-20 and its training images 21-40.
+# Test images beyond DRIVE's 20 are numbered from here, clear of the training images' numbers.
+FIRST_EXTRA_TEST_ID = 1001
+
+
+def _drive_test_names(i: int) -> Dict[str, str]:
+  number = i + 1 if i < FIRST_TRAINING_ID - 1 else FIRST_EXTRA_TEST_ID + i - (FIRST_TRAINING_ID - 1)
+  return {'folder': TEST, 'id': f'{number:02d}'}
 # The other layouts' pictures come from render ids far beyond DRIVE's, so that no layout repeats
 # another's pictures (a model trained on one can be fairly tested on another).
 _RENDER_ID_STRIDE = 1_000_000
@@ -95,7 +102,7 @@ LAYOUTS = {layout.name: layout for layout in (
     Layout(DRIVE, 'DRIVE', IMAGE_WIDTH, IMAGE_HEIGHT, (
         Part(_drive_names(TRAINING, FIRST_TRAINING_ID), 20, True, _DRIVE_FILES,
              TRAINING, FIRST_TRAINING_ID),
-        Part(_drive_names(TEST, 1), 20, True,
+        Part(_drive_test_names, 20, True,
              _DRIVE_FILES + (('{folder}/2nd_manual/{id}_manual2.gif', SECOND_LABEL),), TEST, 1),
     )),
     Layout(STARE, 'STARE', 700, 605, (

@@ -10,6 +10,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cli.main import main
+from components.fundus_example_gen import layouts as reader_layouts
 from synthetic_drive import dataset as synthetic
 from synthetic_drive import fundus, layouts
 
@@ -340,3 +341,14 @@ def test_distinct_pictures_are_mirrored_with_their_labels(tmp_path):
   np.testing.assert_array_equal(read('test/images', '01_test.tif'), image(22)[::-1])
   with pytest.raises(ValueError, match='at least 1'):
     synthetic.generate(str(tmp_path / 'e'), n_train=1, n_test=1, height=48, width=40, distinct=0)
+
+
+def test_drive_layout_with_more_than_20_test_images_keeps_test_and_training_ids_apart(tmp_path):
+  """DRIVE numbers test images 01-20 and training images from 21: more test images go on from 1001,
+  so a large generated set (benchmark-scale's) is still read as one dataset of distinct ids."""
+  synthetic.generate(str(tmp_path / 'd'), n_train=22, n_test=23, height=128, width=128)
+  records = reader_layouts.list_datasets([str(tmp_path / 'd')])
+  ids = [r.image_id for r in records]
+  assert len(set(ids)) == len(ids) == 45
+  test_ids = {r.image_id for r in records if r.split == reader_layouts.TEST}
+  assert test_ids == {f'{i:02d}' for i in range(1, 21)} | {'1001', '1002', '1003'}
