@@ -54,8 +54,7 @@ def _score(model: predict.VesselModel, decoded: Dict[str, np.ndarray], overlay_p
   """One decoded record's accumulator; writes its error overlay."""
   fov = decoded[constants.FOV_KEY]
   # The dataset's FOV (published, or computed as ingestion computes it) is the model's too.
-  probabilities, _ = model.predict(files.encode_png(decoded[constants.IMAGE_KEY]),
-                                   files.encode_png(fov))
+  probabilities, _ = model.predict_pixels(decoded[constants.IMAGE_KEY], fov)
   label, inside = decoded[constants.LABEL_KEY] > 127, fov > 127
   vessels = probabilities >= vessel_metrics.DECISION_THRESHOLD
   visualize.write_png(overlay_path, visualize.error_overlay(
