@@ -59,6 +59,45 @@ def fov_window(fov: tf.Tensor, align: int):
   return top, bottom, left, right
 
 
+# The network runs on tiles of at most TILE_SIDE pixels a side, each with TILE_MARGIN pixels of
+# context around it that are cut off afterwards: the activations of a whole HRF-scale window (8 M
+# pixels) took several GB. The margin is more than the network's reach (~50 pixels for the U-Net of
+# depth 3) and a multiple of any model stride up to 32, so tiles keep the pooling grid and a tiled
+# map equals the whole window's (tests/test_serving.py). A DRIVE-scale window is one tile.
+TILE_SIDE = 1024
+TILE_MARGIN = 96
+
+
+def predict_in_tiles(predict, image: tf.Tensor, tile_side: int = TILE_SIDE,
+                     margin: int = TILE_MARGIN) -> tf.Tensor:
+  """predict([h, w] -> [h, w]) applied to `image` [H, W] tile by tile, each tile with `margin` of
+  context (within the image) that is cut off again. tile_side and margin must be multiples of the
+  model's stride, and so must H and W."""
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+
+  def tile(top, bottom, left, right):
+    y0, x0 = tf.maximum(top - margin, 0), tf.maximum(left - margin, 0)
+    context = image[y0:tf.minimum(bottom + margin, height), x0:tf.minimum(right + margin, width)]
+    return predict(context)[top - y0:bottom - y0, left - x0:right - x0]
+
+  def strip(top):
+    bottom = tf.minimum(top + tile_side, height)
+    _, row = tf.while_loop(
+        lambda left, _: left < width,
+        lambda left, row: (left + tile_side, tf.concat(
+            [row, tile(top, bottom, left, tf.minimum(left + tile_side, width))], axis=1)),
+        (tf.constant(0), tf.zeros([bottom - top, 0])),
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None])), parallel_iterations=1)
+    return row
+
+  _, result = tf.while_loop(
+      lambda top, _: top < height,
+      lambda top, rows: (top + tile_side, tf.concat([rows, strip(top)], axis=0)),
+      (tf.constant(0), tf.zeros([0, width])),
+      shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None])), parallel_iterations=1)
+  return result
+
+
 def to_size(maps: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
   """[h, w, C] -> [size[0], size[1], C] (bilinear), unchanged when it has that size already."""
   return tf.cond(tf.reduce_all(tf.equal(tf.shape(maps)[:2], size)), lambda: maps,
@@ -76,18 +115,22 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
     """One preprocessed image and its FOV [h, w] (training scale) -> vessel probabilities [h, w],
     from the model on the FOV's window."""
     top, bottom, left, right = fov_window(fov, stride)
-    window = image[tf.newaxis, top:bottom, left:right, tf.newaxis]
     height, width = bottom - top, right - left
-    padded = tf.pad(window, [[0, 0], [0, -height % stride], [0, -width % stride], [0, 0]])
-    maps = model(padded, training=False)
+    padded = tf.pad(image[top:bottom, left:right], [[0, -height % stride], [0, -width % stride]])
+    maps = predict_in_tiles(network, padded)
+    full_height, full_width = tf.shape(image)[0], tf.shape(image)[1]
+    return tf.pad(maps[:height, :width], [[top, full_height - bottom], [left, full_width - right]])
+
+  def network(tile):
+    """The model on one tile [h, w] -> probabilities [h, w]."""
+    tile = tile[tf.newaxis, ..., tf.newaxis]
+    maps = model(tile, training=False)
     if flip_average:
       # Mean with the prediction of the mirrored image: vessels have no handedness, and the two
       # views' errors are partly independent (costs one more forward pass).
-      mirrored = tf.reverse(model(tf.reverse(padded, axis=[2]), training=False), axis=[2])
+      mirrored = tf.reverse(model(tf.reverse(tile, axis=[2]), training=False), axis=[2])
       maps = (maps + mirrored) / 2.0
-    full_height, full_width = tf.shape(image)[0], tf.shape(image)[1]
-    return tf.pad(maps[0, :height, :width, 0],
-                  [[top, full_height - bottom], [left, full_width - right]])
+    return maps[0, ..., 0]
 
   def source_maps(transformed):
     """Every row's probabilities and FOV at its source image's size, flattened: [B, None] each.

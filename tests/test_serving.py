@@ -20,7 +20,8 @@ from cli import history, predict
 from cli.main import main
 from components.fundus_example_gen import files
 from conftest import PIPELINE_ARGS
-from models import constants, serving
+from models import constants, serving, settings
+from models import model as model_lib
 from models.settings import model_stride
 from pipeline import configs
 
@@ -318,3 +319,24 @@ def test_an_image_beyond_the_pixel_bound_is_refused_before_it_is_decoded(saved_m
   assert predict._model_problem(result['error']) == (
       'image has more than 40,000,000 pixels; its height and width: 15000 20000')
   assert result['growth_mb'] < 200
+
+
+@pytest.mark.parametrize('architecture', [settings.UNET, settings.SINE_NET])
+def test_a_map_predicted_in_tiles_equals_the_whole_window_s(architecture):
+  """Tiles with the margin of context keep the pooling grid and cover the network's reach: the
+  stitched map is the one the whole window gives (here tiles of 64 on a 200x264 window)."""
+  config = settings.ModelConfig(architecture=architecture, base_filters=4)
+  network = model_lib.build_model(config)
+  predict = lambda image: network(image[tf.newaxis, ..., tf.newaxis], training=False)[0, ..., 0]
+  image = tf.constant(np.random.default_rng(0).random((200, 264)), tf.float32)
+  whole = predict(image).numpy()
+  # As exported: traced once for any window size.
+  in_graph = tf.function(lambda window: serving.predict_in_tiles(
+      predict, window, tile_side=64, margin=serving.TILE_MARGIN),
+      input_signature=[tf.TensorSpec([None, None], tf.float32)])
+  tiled = in_graph(image).numpy()
+  assert tiled.shape == whole.shape
+  np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)
+  # Without the margin the seams show: the test can tell.
+  seams = serving.predict_in_tiles(predict, image, tile_side=64, margin=0).numpy()
+  assert np.abs(seams - whole).max() > 1e-3
