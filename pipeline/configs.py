@@ -100,11 +100,9 @@ def metadata_path(pipeline_root: str) -> str:
   return os.path.join(pipeline_root, METADATA_FILE)
 
 
-# Components that run Beam pipelines, by component id.
+# Components that run Beam pipelines, by component id. Each streams: a worker holds a few images at
+# a time, so Dataflow's default workers do (docs/design.md, "Where Beam runs": what one needs).
 BEAM_COMPONENTS = (EXAMPLE_GEN, STATISTICS_GEN, TRANSFORM, PATCH_GEN, EVALUATOR)
-# Dataflow workers for the stages that hold many images' pixels at once: Transform's analyzers and
-# PatchGen's mixing groups (measured 5.8 GB peak on one machine for full DRIVE at the drive profile).
-_DATAFLOW_HIGHMEM = (TRANSFORM, PATCH_GEN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +133,7 @@ def component_beam_args(settings: BeamSettings) -> Dict[str, List[str]]:
               f'--region={settings.region}', f'--temp_location={settings.temp_location}',
               f'--sdk_container_image={settings.image}', '--experiments=use_runner_v2',
               f'--max_num_workers={settings.workers}']
-    return {component: common + (['--machine_type=n1-highmem-4']
-                                 if component in _DATAFLOW_HIGHMEM else [])
-            for component in BEAM_COMPONENTS}
+    return {component: list(common) for component in BEAM_COMPONENTS}
   if settings.runner == 'flink':
     if not settings.flink_master:
       raise ValueError('the Flink runner needs flink_master (host:port of the JobManager)')
