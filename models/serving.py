@@ -59,17 +59,18 @@ def fov_window(fov: tf.Tensor, align: int):
   return top, bottom, left, right
 
 
-# The network runs on tiles of at most TILE_SIDE pixels a side, each with TILE_MARGIN pixels of
-# context around it that are cut off afterwards: the activations of a whole HRF-scale window (8 M
-# pixels) took several GB. The margin is more than the network's reach (~50 pixels for the U-Net of
-# depth 3) and a multiple of any model stride up to 32, so tiles keep the pooling grid and a tiled
-# map equals the whole window's (tests/test_serving.py). A DRIVE-scale window is one tile.
+# The network runs on tiles of at most TILE_SIDE pixels a side, each with a margin of context
+# around it that is cut off afterwards: the activations of a whole HRF-scale window (8 M pixels)
+# took several GB. The margin, TILE_MARGIN_STRIDES model strides (96 pixels at depth 3), is more
+# than the network's reach (~50 pixels at depth 3; the reach grows with the stride) and keeps the
+# pooling grid, so a tiled map equals the whole window's (tests/test_serving.py). A DRIVE-scale
+# window is one tile.
 TILE_SIDE = 1024
-TILE_MARGIN = 96
+TILE_MARGIN_STRIDES = 12
 
 
-def predict_in_tiles(predict, image: tf.Tensor, tile_side: int = TILE_SIDE,
-                     margin: int = TILE_MARGIN) -> tf.Tensor:
+def predict_in_tiles(predict, image: tf.Tensor, margin: int,
+                     tile_side: int = TILE_SIDE) -> tf.Tensor:
   """predict([h, w] -> [h, w]) applied to `image` [H, W] tile by tile, each tile with `margin` of
   context (within the image) that is cut off again. tile_side and margin must be multiples of the
   model's stride, and so must H and W."""
@@ -117,7 +118,7 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
     top, bottom, left, right = fov_window(fov, stride)
     height, width = bottom - top, right - left
     padded = tf.pad(image[top:bottom, left:right], [[0, -height % stride], [0, -width % stride]])
-    maps = predict_in_tiles(network, padded)
+    maps = predict_in_tiles(network, padded, margin=TILE_MARGIN_STRIDES * stride)
     full_height, full_width = tf.shape(image)[0], tf.shape(image)[1]
     return tf.pad(maps[:height, :width], [[top, full_height - bottom], [left, full_width - right]])
 

@@ -321,22 +321,24 @@ def test_an_image_beyond_the_pixel_bound_is_refused_before_it_is_decoded(saved_m
   assert result['growth_mb'] < 200
 
 
-@pytest.mark.parametrize('architecture', [settings.UNET, settings.SINE_NET])
-def test_a_map_predicted_in_tiles_equals_the_whole_window_s(architecture):
+@pytest.mark.parametrize('architecture, depth', [(settings.UNET, 3), (settings.SINE_NET, 3),
+                                                 (settings.UNET, 4)])
+def test_a_map_predicted_in_tiles_equals_the_whole_window_s(architecture, depth):
   """Tiles with the margin of context keep the pooling grid and cover the network's reach: the
-  stitched map is the one the whole window gives (here tiles of 64 on a 200x264 window)."""
-  config = settings.ModelConfig(architecture=architecture, base_filters=4)
+  stitched map is the one the whole window gives (here tiles of 64 on a 208x272 window)."""
+  config = settings.ModelConfig(architecture=architecture, base_filters=4, depth=depth)
   network = model_lib.build_model(config)
   predict = lambda image: network(image[tf.newaxis, ..., tf.newaxis], training=False)[0, ..., 0]
-  image = tf.constant(np.random.default_rng(0).random((200, 264)), tf.float32)
+  image = tf.constant(np.random.default_rng(0).random((208, 272)), tf.float32)
   whole = predict(image).numpy()
   # As exported: traced once for any window size.
+  margin = serving.TILE_MARGIN_STRIDES * model_stride(config)
   in_graph = tf.function(lambda window: serving.predict_in_tiles(
-      predict, window, tile_side=64, margin=serving.TILE_MARGIN),
+      predict, window, margin, tile_side=64),
       input_signature=[tf.TensorSpec([None, None], tf.float32)])
   tiled = in_graph(image).numpy()
   assert tiled.shape == whole.shape
   np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)
   # Without the margin the seams show: the test can tell.
-  seams = serving.predict_in_tiles(predict, image, tile_side=64, margin=0).numpy()
+  seams = serving.predict_in_tiles(predict, image, 0, tile_side=64).numpy()
   assert np.abs(seams - whole).max() > 1e-3
