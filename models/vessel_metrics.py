@@ -20,9 +20,10 @@ precision without predicted vessels) is NaN, which fails any threshold on it.
 
 Memory: an image's extracts (its prediction, label and FOV maps, per model) are reduced to its
 histograms by `HistogramsExtractor` (which the Evaluator adds through `custom_extractors`), before
-slicing and combining: the local runner held every image's maps until
-the combine (~20 bytes per pixel and model), so the gate's memory grew with the test set. What
-travels on is ~0.9 MB per image and model, whatever the image's size.
+slicing and combining, and `OneImagePerBatchExtractor` hands the model one example at a time
+(TFX's reader batches up to 1,000). What travels on is ~0.9 MB per image and model, whatever the
+image's size. (Before, peak RSS grew by 84 MB per 2048x2048 test image; after, by ~29 MB, a cause
+not found yet: BENCHMARKS.md, "Scale".)
 """
 from typing import Dict, Iterable, Iterator, Sequence
 
