@@ -1,6 +1,8 @@
 """The release gate's FOV-pixel metrics against scikit-learn, on awkward maps and through TFMA."""
 import functools
+import gc
 import math
+import weakref
 
 import apache_beam as beam
 import numpy as np
@@ -176,3 +178,23 @@ def test_a_batch_of_examples_is_split_into_batches_of_one():
   assert [e[tfma.constants.ARROW_RECORD_BATCH_KEY].to_pydict() for e in split] == [
       {'__raw_record__': [value]} for value in (b'a', b'b', b'c')]
   assert all(e['other'] == 1 for e in split)
+
+
+def test_an_image_s_extracts_left_in_reference_cycles_are_freed_before_the_next_image():
+  # TFMA's batching leaves each image's extracts in reference cycles (see one_image_per_batch).
+  class Maps:
+    pass
+  batch = pa.RecordBatch.from_arrays([pa.array([b'a', b'b'])], ['__raw_record__'])
+  images = vm.one_image_per_batch({tfma.constants.ARROW_RECORD_BATCH_KEY: batch})
+  gc.disable()   # the automatic collector must not do the extractor's work
+  try:
+    next(images)
+    maps = Maps()
+    maps.cycle = maps
+    maps_ref = weakref.ref(maps)
+    del maps
+    assert maps_ref() is not None
+    next(images)
+    assert maps_ref() is None
+  finally:
+    gc.enable()
