@@ -1,4 +1,4 @@
-"""Shared fixtures: small generated DRIVE-like datasets (the real DRIVE is never needed here)."""
+"""Shared fixtures: small generated DRIVE-like datasets (the real ones: tests/real_data.py)."""
 import hashlib
 import os
 import shutil
@@ -13,10 +13,8 @@ from sklearn import metrics as sk
 from models import vessel_metrics
 from synthetic_drive import dataset
 
-# The real datasets live beside the repository (never inside it), as published; tests that need one
-# skip without it.
-REAL_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'data')
-REAL_DRIVE = os.environ.get('DRIVE_DIR', os.path.join(REAL_DATA, 'DRIVE'))
+# The published datasets: tests marked real_data skip without them, or fail the run with CI set.
+pytest_plugins = ['real_data']
 
 
 @pytest.fixture(scope='session')

@@ -4,7 +4,6 @@ Every case asserts mean |diff| <= 1 gray level and max |diff| <= 4. Observed wit
 opencv-python-headless 4.10.0.84: every case below matches OpenCV exactly (mean 0, max 0).
 """
 import glob
-import os
 
 import cv2
 import numpy as np
@@ -12,10 +11,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import REAL_DRIVE
+import real_data
 from models.clahe import clahe
 
-_DRIVE_IMAGES = os.path.join(REAL_DRIVE, 'training', 'images')
 _MAX_MEAN_DIFF = 1.0
 _MAX_DIFF = 4.0
 
@@ -38,13 +36,13 @@ def _assert_matches_opencv(image, clip_limit=2.0, tile_grid_size=(8, 8)):
 
 @pytest.fixture(scope='module')
 def drive_rgb_images():
-  paths = sorted(glob.glob(os.path.join(_DRIVE_IMAGES, '*.tif')))[:3]
-  if not paths:
-    pytest.skip(f'no DRIVE images in {_DRIVE_IMAGES}')
+  paths = sorted(glob.glob(real_data.path('DRIVE', 'training', 'images', '*.tif')))[:3]
+  assert len(paths) == 3
   return [np.asarray(Image.open(path).convert('RGB')) for path in paths]
 
 
 # Observed: exact match for all 3 images x 2 gray versions x 2 clip limits x 2 grids.
+@pytest.mark.real_data('DRIVE')
 @pytest.mark.parametrize('tile_grid_size', [(8, 8), (10, 10)])
 @pytest.mark.parametrize('clip_limit', [2.0, 4.0])
 @pytest.mark.parametrize('gray_version', ['green', 'weighted'])

@@ -1,4 +1,4 @@
-"""Ingests the real DRIVE (skipped where ../shared/data/DRIVE is absent) and checks it pixel for pixel."""
+"""Ingests the real DRIVE (tests/real_data.py) and checks it pixel for pixel."""
 import glob
 import os
 
@@ -10,12 +10,14 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from components.fundus_example_gen import executor
-from conftest import REAL_DRIVE, sklearn_metrics
+import real_data
+from conftest import sklearn_metrics
 from models import constants, serving, vessel_metrics
 from cli import history
 from cli.main import main
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(REAL_DRIVE), reason='real DRIVE not present')
+pytestmark = pytest.mark.real_data('DRIVE')
+REAL_DRIVE = real_data.path('DRIVE')
 
 
 def _examples(split_dir):

@@ -17,18 +17,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import REAL_DRIVE
+import real_data
 from models import preprocessing
 
 
-def _real(name):
-  return os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data', name)
-
-
-REAL_STARE, REAL_CHASE = _real('STARE'), _real('CHASE_DB1')
-_DRIVE_IMAGES = sorted(glob.glob(os.path.join(REAL_DRIVE, '*', 'images', '*.tif')))
-_STARE_IMAGES = sorted(glob.glob(os.path.join(REAL_STARE, 'stare-images', '*.ppm.gz')))
-_CHASE_IMAGES = sorted(glob.glob(os.path.join(REAL_CHASE, 'Image_*.jpg')))
+_DRIVE_IMAGES = sorted(glob.glob(real_data.path('DRIVE', '*', 'images', '*.tif')))
+_STARE_IMAGES = sorted(glob.glob(real_data.path('STARE', 'stare-images', '*.ppm.gz')))
+_CHASE_IMAGES = sorted(glob.glob(real_data.path('CHASE_DB1', 'Image_*.jpg')))
 
 
 def _fov(rgb):
@@ -225,8 +220,8 @@ def _read(path):
 def _drive_mask(path):
   folder = os.path.basename(os.path.dirname(os.path.dirname(path)))
   image_id = os.path.basename(path).split('_')[0]
-  return np.asarray(Image.open(os.path.join(
-      REAL_DRIVE, folder, 'mask', f'{image_id}_{folder}_mask.gif')).convert('L')) > 127
+  return np.asarray(Image.open(real_data.path(
+      'DRIVE', folder, 'mask', f'{image_id}_{folder}_mask.gif')).convert('L')) > 127
 
 
 def test_reference_finds_the_synthetic_disc():
@@ -236,11 +231,11 @@ def test_reference_finds_the_synthetic_disc():
 
 
 # ---------------------------------------------------------------------------------------------
-# Real data (beside the repository, never in it). Bounds: the measured worst image and mean,
+# Real data (tests/real_data.py). Bounds: the measured worst image and mean,
 # less a small margin (measured with PIL-decoded images: DRIVE 0.9893 / 0.9957 against the
 # published masks, STARE 0.9909 / 0.9936 and CHASE_DB1 0.9942 / 0.9958 against the reference).
 
-@pytest.mark.skipif(not _DRIVE_IMAGES, reason=f'real DRIVE not present at {REAL_DRIVE}')
+@pytest.mark.real_data('DRIVE')
 def test_drive_matches_the_published_masks():
   scores = []
   for path in _DRIVE_IMAGES:
@@ -251,7 +246,7 @@ def test_drive_matches_the_published_masks():
   assert len(scores) == 40 and np.mean(scores) >= 0.994
 
 
-@pytest.mark.skipif(not _DRIVE_IMAGES, reason=f'real DRIVE not present at {REAL_DRIVE}')
+@pytest.mark.real_data('DRIVE')
 def test_reference_agrees_with_drives_published_masks():
   """The reference method itself, where published masks exist (they sit 0 to 1.5 px outside the
   mid-edge circle it finds: 0.9877 / 0.9913 measured)."""
@@ -272,11 +267,13 @@ def _check_against_reference(paths, worst, mean):
   assert np.mean(scores) >= mean
 
 
-@pytest.mark.skipif(len(_STARE_IMAGES) < 20, reason=f'real STARE not present at {REAL_STARE}')
+@pytest.mark.real_data('STARE')
 def test_stare_matches_the_aperture():
+  assert len(_STARE_IMAGES) == 20
   _check_against_reference(_STARE_IMAGES, worst=0.985, mean=0.991)
 
 
-@pytest.mark.skipif(len(_CHASE_IMAGES) < 28, reason=f'real CHASE_DB1 not present at {REAL_CHASE}')
+@pytest.mark.real_data('CHASE_DB1')
 def test_chase_db1_matches_the_aperture():
+  assert len(_CHASE_IMAGES) == 28
   _check_against_reference(_CHASE_IMAGES, worst=0.99, mean=0.994)

@@ -2,7 +2,6 @@
 datasets at once, and the checks that hold for all of them; on generated files in each layout."""
 import gzip
 import hashlib
-import os
 import shutil
 
 import cv2
@@ -11,7 +10,8 @@ import pytest
 from PIL import Image
 
 from components.fundus_example_gen import files, layouts, source
-from conftest import REAL_DATA, zip_folder
+import real_data
+from conftest import zip_folder
 from models import constants, preprocessing
 from synthetic_drive import dataset as synthetic
 
@@ -182,14 +182,11 @@ def test_16_bit_images_are_scaled_by_their_range_and_oversized_ones_refused(tiny
   _raises([clinic], clinic / 'images/eye-1.png', 'more than the 40,000,000')
 
 
-REAL_HRF = os.path.join(REAL_DATA, 'HRF')
-
-
-@pytest.mark.skipif(not os.path.isdir(REAL_HRF), reason=f'real HRF not present at {REAL_HRF}')
+@pytest.mark.real_data('HRF')
 def test_the_real_hrf_is_read_as_published(caplog):
   """All 45 images listed and split; a few decoded, among them 07_g (its FOV mask an RGB TIFF, as all
   HRF's are) and 11_h (its label with gray vessel edges), against OpenCV's reading of the TIFFs."""
-  records = {r.image_id: r for r in _records(REAL_HRF)}
+  records = {r.image_id: r for r in _records(real_data.path('HRF'))}
   assert len(records) == 45 and {r.dataset for r in records.values()} == {'HRF'}
   by_hash = sorted(records, key=lambda i: hashlib.sha256(i.encode()).hexdigest())
   assert {i for i, r in records.items() if r.split == layouts.TEST} == set(by_hash[:round(45 / 2)])

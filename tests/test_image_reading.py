@@ -2,7 +2,6 @@
 predict and show-preprocessing through predict.read_image): a hostile file is one line naming it,
 wide samples are scaled by the image's range (never clipped), any other mode becomes RGB."""
 import gzip
-import os
 import zipfile
 
 import cv2
@@ -13,7 +12,7 @@ from PIL import Image
 import bad_inputs
 from cli import predict
 from components.fundus_example_gen import files, layouts, source
-from conftest import REAL_DATA
+import real_data
 
 READERS = ('ingestion', 'predict')
 
@@ -175,18 +174,16 @@ def test_gray_levels_beyond_the_bound_are_not_a_map(tmp_path):
     _read('ingestion', _write_map(tmp_path / 'label.png', label), expect_binary=True)
 
 
-def _photos():
-  """A photo of each real dataset beside the repository, and a generated one."""
-  real = [os.path.join(REAL_DATA, *path) for path in (
-      ('DRIVE', 'training', 'images', '21_training.tif'), ('HRF', 'images', '01_h.jpg'),
-      ('STARE', 'stare-images', 'im0001.ppm.gz'), ('CHASE_DB1', 'Image_08L.jpg'))]
-  return ['generated'] + [path for path in real if os.path.exists(path)]
+# A photo of each real dataset, and a generated one.
+_PHOTOS = {'DRIVE': ('training', 'images', '21_training.tif'), 'HRF': ('images', '01_h.jpg'),
+           'STARE': ('stare-images', 'im0001.ppm.gz'), 'CHASE_DB1': ('Image_08L.jpg',)}
 
 
-@pytest.mark.parametrize('photo', _photos())
-def test_a_photo_in_gray_is_not_a_map(photo, tiny_drive, tmp_path):
-  if photo == 'generated':
-    photo = str(tiny_drive / 'test/images/01_test.tif')
+@pytest.mark.parametrize('dataset', ['generated'] + [
+    pytest.param(name, marks=pytest.mark.real_data(name)) for name in _PHOTOS])
+def test_a_photo_in_gray_is_not_a_map(dataset, tiny_drive, tmp_path):
+  photo = (str(tiny_drive / 'test/images/01_test.tif') if dataset == 'generated'
+           else real_data.path(dataset, *_PHOTOS[dataset]))
   rgb = files.decode_file(files.FileRef(rel_path=photo, path=photo), expect_binary=False)
   for channels, name in ((Image.fromarray(rgb).convert('L'), 'gray.png'),
                          (Image.fromarray(rgb[..., 1]), 'green.png')):

@@ -9,11 +9,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import REAL_DRIVE
+import real_data
 from models import preprocessing, settings
 
 CONFIG = settings.PreprocessingConfig()
-_DRIVE_TRAINING = sorted(glob.glob(os.path.join(REAL_DRIVE, 'training', 'images', '*.tif')))
+_DRIVE_TRAINING = sorted(glob.glob(real_data.path('DRIVE', 'training', 'images', '*.tif')))
 
 
 def _recipe_numpy(rgb, mean, std, config=CONFIG):
@@ -54,7 +54,7 @@ def test_steps_match_the_recipe_on_synthetic_images(seed):
   assert np.allclose(final * 255, np.round(final * 255), atol=1e-4)  # on the k/255 grid
 
 
-@pytest.mark.skipif(not _DRIVE_TRAINING, reason='real DRIVE not present')
+@pytest.mark.real_data('DRIVE')
 def test_steps_match_the_recipe_on_drive():
   rgb = np.asarray(Image.open(_DRIVE_TRAINING[0]))
   gray = preprocessing.to_gray(rgb)
@@ -64,12 +64,13 @@ def test_steps_match_the_recipe_on_drive():
   assert np.abs(final - expected).max() <= 4 / 255
 
 
-@pytest.mark.skipif(not _DRIVE_TRAINING, reason='real DRIVE not present')
+@pytest.mark.real_data('DRIVE')
 def test_fov_from_image_matches_drive_masks():
+  assert len(_DRIVE_TRAINING) == 20
   for path in _DRIVE_TRAINING[:6]:
     image_id = os.path.basename(path).split('_')[0]
     truth = np.asarray(Image.open(
-        os.path.join(REAL_DRIVE, 'training', 'mask', f'{image_id}_training_mask.gif')).convert('L')) > 127
+        real_data.path('DRIVE', 'training', 'mask', f'{image_id}_training_mask.gif')).convert('L')) > 127
     found = preprocessing.fov_from_image(np.asarray(Image.open(path))).numpy() > 0.5
     assert (truth & found).sum() / (truth | found).sum() > 0.98, path
 
