@@ -1,7 +1,8 @@
-"""Parity of models.clahe with OpenCV's CLAHE.
+"""Parity of models.clahe with OpenCV's CLAHE: every case asserts equality, pixel for pixel.
 
-Every case asserts mean |diff| <= 1 gray level and max |diff| <= 4. Observed with TF 2.16.2 and
-opencv-python-headless 4.10.0.84: every case below matches OpenCV exactly (mean 0, max 0).
+Measured with TF 2.16.2 and opencv-python-headless 4.10.0.84: every case below matches OpenCV
+exactly, and so do all 40 real DRIVE images (green and BT.601 gray, clip limits 2 and 4, grids 8x8
+and 10x10: 320 images, 105,587,200 pixels, 0 differ).
 """
 import glob
 
@@ -14,24 +15,15 @@ from PIL import Image
 import real_data
 from models.clahe import clahe
 
-_MAX_MEAN_DIFF = 1.0
-_MAX_DIFF = 4.0
-
 
 def _opencv_clahe(image, clip_limit, tile_grid_size):
   return cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=tile_grid_size).apply(image)
 
 
-def _assert_close(actual, expected):
-  diff = np.abs(np.asarray(actual, np.float32) - expected.astype(np.float32))
-  assert diff.mean() <= _MAX_MEAN_DIFF and diff.max() <= _MAX_DIFF, (
-      f'mean |diff| {diff.mean():.4f}, max {diff.max()}')
-
-
 def _assert_matches_opencv(image, clip_limit=2.0, tile_grid_size=(8, 8)):
   image = np.ascontiguousarray(image, dtype=np.uint8)
   actual = clahe(tf.constant(image), clip_limit, tile_grid_size)
-  _assert_close(actual, _opencv_clahe(image, clip_limit, tile_grid_size))
+  np.testing.assert_array_equal(actual, _opencv_clahe(image, clip_limit, tile_grid_size))
 
 
 @pytest.fixture(scope='module')
@@ -41,7 +33,6 @@ def drive_rgb_images():
   return [np.asarray(Image.open(path).convert('RGB')) for path in paths]
 
 
-# Observed: exact match for all 3 images x 2 gray versions x 2 clip limits x 2 grids.
 @pytest.mark.real_data('DRIVE')
 @pytest.mark.parametrize('tile_grid_size', [(8, 8), (10, 10)])
 @pytest.mark.parametrize('clip_limit', [2.0, 4.0])
@@ -98,7 +89,8 @@ def test_matches_opencv_on_gradient():
 
 def test_float_input_matches_uint8_input():
   image = np.random.default_rng(3).integers(0, 256, (45, 70), dtype=np.uint8)
-  _assert_close(clahe(tf.constant(image, tf.float32)), _opencv_clahe(image, 2.0, (8, 8)))
+  np.testing.assert_array_equal(clahe(tf.constant(image, tf.float32)),
+                                _opencv_clahe(image, 2.0, (8, 8)))
 
 
 def test_works_in_tf_function_with_unknown_size():
@@ -108,7 +100,7 @@ def test_works_in_tf_function_with_unknown_size():
   rng = np.random.default_rng(4)
   for shape in [(37, 53), (64, 64), (584, 565)]:
     image = rng.integers(0, 256, shape, dtype=np.uint8)
-    _assert_close(traced(image), _opencv_clahe(image, 2.0, (8, 8)))
+    np.testing.assert_array_equal(traced(image), _opencv_clahe(image, 2.0, (8, 8)))
 
 
 def test_works_in_tf1_graph():
@@ -119,7 +111,7 @@ def test_works_in_tf1_graph():
     output = clahe(placeholder)
     with tf.compat.v1.Session() as session:
       actual = session.run(output, {placeholder: image})
-  _assert_close(actual, _opencv_clahe(image, 2.0, (8, 8)))
+  np.testing.assert_array_equal(actual, _opencv_clahe(image, 2.0, (8, 8)))
 
 
 @pytest.mark.parametrize('dtype', [tf.uint8, tf.float32])
