@@ -6,6 +6,7 @@ import zipfile
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 from sklearn import metrics as sk
@@ -127,3 +128,22 @@ def sklearn_metrics(labels, predictions, weights):
                           else math.nan),
       vessel_metrics.FOV_PIXELS: float(inside.sum()),
   }
+
+
+def recipe_gray(rgb):
+  """The recipe's gray (ITU-R BT.601 weights) of float RGB pixels."""
+  return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def recipe_steps(gray, mean, std, config):
+  """The recipe's steps as its authors wrote them (numpy, uint8 casts, cv2 CLAHE, cv2.LUT gamma),
+  to check models.preprocessing against: the standardised gray, min-max rescaled and cast, then
+  CLAHE and gamma, each a [H, W] array."""
+  standardised = (gray - mean) / std
+  rescaled = ((standardised - standardised.min()) / (standardised.max() - standardised.min())
+              * 255).astype(np.uint8)
+  equalised = cv2.createCLAHE(clipLimit=config.clahe_clip_limit,
+                              tileGridSize=(config.clahe_tile_grid,) * 2).apply(rescaled)
+  table = np.array([((i / 255.0) ** (1.0 / config.gamma)) * 255 for i in range(256)]).astype(np.uint8)
+  return {'standardised': standardised, 'rescaled': rescaled, 'clahe': equalised,
+          'gamma': cv2.LUT(equalised, table)}
