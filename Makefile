@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VPY) -m pytest -q tests
 
-# Unit tests only, for inner loops: no pipeline runs, no real DRIVE.
+# For inner loops: no pipeline runs (the real-data reader tests still run).
 test-fast: $(VENV)/.installed
 	$(VPY) -m pytest -q -m "not slow" tests
 
