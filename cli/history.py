@@ -155,13 +155,23 @@ def metric_values(evaluation_uri: str):
                              for column in (constants.DATASET_KEY, constants.IMAGE_ID_KEY)))
 
 
-def _reasons(evaluation_uri: str) -> List[str]:
-  """TFMA's failed thresholds, in words."""
+def _slice_name(slice_key) -> str:
+  """'' for the overall slice, ' on dataset STARE' for a dataset's."""
+  values = []
+  for single in slice_key.single_slice_keys:
+    value = getattr(single, single.WhichOneof('kind'))
+    values.append(f'{single.column} {value.decode() if isinstance(value, bytes) else value}')
+  return f' on {", ".join(values)}' if values else ''
+
+
+def failed_thresholds(evaluation_uri: str) -> List[str]:
+  """TFMA's failed thresholds, in words, each naming its slice."""
   result = tfma.load_validation_result(evaluation_uri)
   reasons = []
   for per_slice in result.metric_validations_per_slice:
     for failure in per_slice.failures:
-      name, value = failure.metric_key.name, failure.metric_value.double_value.value
+      name = failure.metric_key.name + _slice_name(per_slice.slice_key)
+      value = failure.metric_value.double_value.value
       threshold = failure.metric_threshold
       if failure.metric_key.is_diff:
         allowed = threshold.change_threshold.absolute.value
@@ -210,7 +220,7 @@ def decisions(store: metadata_store.MetadataStore) -> List[Decision]:
         baseline_model_id=(judged[_BASELINE_ID].int_value if _BASELINE_ID in judged else None),
         metrics=overall, auc_change=change, per_dataset_auc=per_dataset, per_image_auc=per_image,
         blessed=blessed,
-        reasons=[] if blessed else _reasons(evaluation.uri),
+        reasons=[] if blessed else failed_thresholds(evaluation.uri),
         pushed_version=push['pushed_version'].string_value if pushed else None,
         pushed_to=push['pushed_destination'].string_value if pushed else None,
         evaluation_uri=evaluation.uri,

@@ -147,3 +147,17 @@ def recipe_steps(gray, mean, std, config):
   table = np.array([((i / 255.0) ** (1.0 / config.gamma)) * 255 for i in range(256)]).astype(np.uint8)
   return {'standardised': standardised, 'rescaled': rescaled, 'clahe': equalised,
           'gamma': cv2.LUT(equalised, table)}
+
+
+def vessel_maps(seed, sharpness=1.0, noise=1.5, height=292, width=282):
+  """A vessel-like label map, a noisy prediction of it and a disc FOV, at a quarter of DRIVE's size
+  by default. The seed fixes the label and the noise's pattern, `noise` its scale (the larger, the
+  lower the AUC), `sharpness` scales the logits (large values push most pixels to within 1e-6 of 0
+  and 1, as a well-trained model does)."""
+  rng = np.random.default_rng(seed)
+  rows, cols = np.mgrid[:height, :width]
+  labels = ((np.sin(cols / 3.0 + seed) > 0.7) | (rng.random((height, width)) < 0.05)).astype(np.float32)
+  logits = sharpness * (3.0 * (labels - 0.5) + noise * rng.normal(0.0, 1.0, labels.shape))
+  predictions = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+  fov = ((rows - height / 2) ** 2 + (cols - width / 2) ** 2 < (height / 2) ** 2).astype(np.float32)
+  return labels, predictions, fov

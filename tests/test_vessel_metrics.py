@@ -12,11 +12,9 @@ import tensorflow_model_analysis as tfma
 from apache_beam.testing import util as beam_util
 from tensorflow_model_analysis.evaluators import metrics_plots_and_validations_evaluator
 
-from conftest import sklearn_metrics
+from conftest import sklearn_metrics, vessel_maps
 from models import vessel_metrics as vm
 from pipeline import eval_config
-
-HEIGHT, WIDTH = 292, 282   # a quarter of a DRIVE image
 
 
 def _ours(*maps_per_image):
@@ -32,21 +30,9 @@ def _assert_same(ours, expected):
       assert ours[name] == pytest.approx(expected[name], abs=1e-4), name
 
 
-def _image(seed, sharpness=1.0):
-  """A vessel-like label map, a noisy prediction of it (logits scaled by `sharpness`: large
-  values push most pixels to within 1e-6 of 0 and 1, as a well-trained model does) and a disc FOV."""
-  rng = np.random.default_rng(seed)
-  rows, cols = np.mgrid[:HEIGHT, :WIDTH]
-  labels = ((np.sin(cols / 3.0 + seed) > 0.7) | (rng.random((HEIGHT, WIDTH)) < 0.05)).astype(np.float32)
-  logits = sharpness * (3.0 * (labels - 0.5) + rng.normal(0.0, 1.5, labels.shape))
-  predictions = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-  fov = ((rows - HEIGHT / 2) ** 2 + (cols - WIDTH / 2) ** 2 < (HEIGHT / 2) ** 2).astype(np.float32)
-  return labels, predictions, fov
-
-
 @pytest.mark.parametrize('sharpness', [0.1, 1.0, 6.0])
 def test_equal_to_sklearn_per_image_and_pooled(sharpness):
-  images = [_image(seed, sharpness) for seed in range(4)]
+  images = [vessel_maps(seed, sharpness) for seed in range(4)]
   for maps in images:
     _assert_same(_ours(maps), sklearn_metrics(*maps))
   pooled = [np.concatenate([image[i].reshape(-1) for image in images]) for i in range(3)]
@@ -54,7 +40,7 @@ def test_equal_to_sklearn_per_image_and_pooled(sharpness):
 
 
 def _adversarial_cases():
-  labels, predictions, fov = _image(7)
+  labels, predictions, fov = vessel_maps(7)
   rng = np.random.default_rng(0)
   edges = vm.THRESHOLDS[rng.integers(0, len(vm.THRESHOLDS), labels.shape)].astype(np.float32)
   return {
@@ -87,13 +73,13 @@ def test_undefined_metrics_are_nan_and_counts_stay_exact():
 
 
 def test_fov_weighs_pixels_outside_out():
-  labels, predictions, fov = _image(3)
+  labels, predictions, fov = vessel_maps(3)
   outside_garbage = np.where(fov > 0, predictions, 1.0 - labels)   # perfectly wrong outside
   assert _ours((labels, outside_garbage, fov)) == _ours((labels, predictions, fov))
 
 
 def test_bad_maps_are_refused_with_a_clear_error():
-  labels, predictions, fov = _image(1)
+  labels, predictions, fov = vessel_maps(1)
   with pytest.raises(ValueError, match='differ in size'):
     vm.histograms(labels, predictions[:-1], fov)
   with pytest.raises(ValueError, match='NaN'):
@@ -103,7 +89,7 @@ def test_bad_maps_are_refused_with_a_clear_error():
 
 
 def test_curves_are_the_confusion_matrices_at_their_thresholds():
-  labels, predictions, fov = _image(5)
+  labels, predictions, fov = vessel_maps(5)
   plot = vm.confusion_matrices(vm.histograms(labels, predictions, fov))
   inside = fov > 0
   for matrix in plot.matrices[::20]:
@@ -117,7 +103,7 @@ def test_curves_are_the_confusion_matrices_at_their_thresholds():
 
 def test_tfma_computes_the_same_metrics_overall_and_per_slice():
   """The metrics through TFMA's own evaluation on whole-map examples, sliced as the gate is."""
-  images = [_image(seed) for seed in range(3)]
+  images = [vessel_maps(seed) for seed in range(3)]
   extracts = [{
       tfma.LABELS_KEY: labels.reshape(-1), tfma.PREDICTIONS_KEY: predictions.reshape(-1),
       tfma.EXAMPLE_WEIGHTS_KEY: fov.reshape(-1),
@@ -147,7 +133,7 @@ def test_tfma_computes_the_same_metrics_overall_and_per_slice():
 
 
 def test_each_image_is_reduced_to_its_histograms_per_model_and_nothing_per_pixel_goes_on():
-  (labels, candidate, fov), (_, baseline, _) = _image(0), _image(1)
+  (labels, candidate, fov), (_, baseline, _) = vessel_maps(0), vessel_maps(1)
   extracts = {
       tfma.LABELS_KEY: {'candidate': labels, 'baseline': labels},
       tfma.PREDICTIONS_KEY: {'candidate': candidate, 'baseline': baseline},
@@ -180,7 +166,7 @@ def test_a_batch_of_examples_is_split_into_batches_of_one():
   assert all(e['other'] == 1 for e in split)
 
 
-def test_an_image_s_extracts_left_in_reference_cycles_are_freed_before_the_next_image():
+def test_an_image_s_extracts_left_in_reference_cycles_are_freed_before_the_nextvessel_maps():
   # TFMA's batching leaves each image's extracts in reference cycles (see one_image_per_batch).
   class Maps:
     pass
