@@ -70,6 +70,13 @@ def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo
   assert out == '' and err == (f'retina-tfx: error: run {second.run_id}: {status.verdict(second)}: '
                                f'{second.reasons[0]}\n')
 
+  # The report of a named run, not the latest one: the first model's, blessed.
+  assert main(['report', '--pipeline-root', str(root), '--run', first.run_id, '-o',
+               str(tmp_path / 'report')]) == 0
+  page = (tmp_path / 'report' / 'index.html').read_text()
+  assert f'Vessel model {first.model_id}:' in page and f'<code>{first.run_id}</code>' in page
+  assert 'BLESSED' in page and 'REJECTED' not in page
+
 
 def test_gate_metrics_equal_sklearn_on_the_fov_pixels(demo_run):
   [decision] = _decisions(demo_run)
