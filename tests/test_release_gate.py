@@ -159,10 +159,11 @@ def test_require_blessed_passes_only_when_the_latest_run_blessed_its_model(tmp_p
       blessed, run_id='run-2', model_id=5, blessed=False, pushed_version=None, pushed_to=None,
       reasons=['auc 0.9800 is below the required 0.9900', 'auc changed by -0.0100'])
   # The latest run counts, not the latest blessing: a failed or partial run decided nothing.
-  for latest, words in (('run-2', 'run run-2: model 5 REJECTED (test FOV AUC 0.9800), not pushed: '
-                                  'auc 0.9800 is below the required 0.9900; auc changed by -0.0100'),
-                        ('run-3', 'the latest run, run-3, made no release decision'),
-                        (None, 'no pipeline runs recorded yet')):
+  for latest, words in (
+      ('run-2', 'run run-2: model 5 REJECTED (test FOV AUC 0.9800), not pushed: '
+                'auc 0.9800 is below the required 0.9900; auc changed by -0.0100'),
+      ('run-3', 'the latest run, run-3, made no release decision'),
+      (None, 'no pipeline runs recorded yet')):
     with pytest.raises(status.NotBlessed, match=re.escape(words)):
       status.blessed_verdict([blessed, rejected], latest)
   # Through the command line: one line on stderr, exit 1 (here: no store at all).

@@ -88,7 +88,8 @@ def test_a_killed_run_resumes_its_training_from_ml_metadata_and_ends_blessed(tmp
   """A real `retina-tfx run`, killed after its first epoch, then the same command again: the
   Trainer takes over the killed training and trains only the epoch left, and the model is
   released. The gate options and --serving-dir ride along (their one pipeline test)."""
-  data = tmp_path / 'DRIVE'   # the fewest, smallest images the schema accepts: 2 train, 1 eval, 1 test
+  # Few, small images for a short run: 2 to train on, 1 to validate, 1 to test.
+  data = tmp_path / 'DRIVE'
   dataset.generate(str(data), seed=5, n_train=3, n_test=1, height=192, width=192)
   root, serving_dir = tmp_path / 'root', tmp_path / 'serving'
   epochs = configs.PROFILES['smoke'].training.epochs
