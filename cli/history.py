@@ -126,6 +126,12 @@ class Decision:
   examples_uri: str                   # the examples it was evaluated on (test split)
 
 
+def latest_run_id(store) -> Optional[str]:
+  """The newest pipeline run's id, whatever became of it (killed and partial runs too)."""
+  runs = store.get_contexts_by_type('pipeline_run')
+  return max(runs, key=lambda run: run.id).name if runs else None
+
+
 def _run_id(store, execution_id: int) -> str:
   run_type = store.get_context_type('pipeline_run').id
   names = [c.name for c in store.get_contexts_by_execution(execution_id) if c.type_id == run_type]

@@ -160,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
   stat = commands.add_parser('status', help='release history from ML-Metadata: models, metrics, '
                              'blessing decisions with reasons, pushed versions')
   stat.add_argument('--pipeline-root', default=configs.DEFAULT_PIPELINE_ROOT)
-  stat.add_argument('--json', action='store_true', help='machine-readable output')
+  output = stat.add_mutually_exclusive_group()
+  output.add_argument('--json', action='store_true', help='machine-readable output')
+  output.add_argument('--require-blessed', action='store_true',
+                      help="print the latest run's release decision in one line; exit 1 unless "
+                           'it blessed its model (for CI)')
   stat.set_defaults(command='status')
 
   rep = commands.add_parser('report', help="HTML report of a run's evaluation: curves, per-image "

@@ -2,9 +2,9 @@
 rendering of a release decision that the run summary, the table and the report share."""
 import dataclasses
 import json
-from typing import List
+from typing import List, Optional
 
-from cli import history
+from cli import console, history
 from models import vessel_metrics
 
 # Columns of the table, by metric name (all per FOV pixel, on the test split).
@@ -58,8 +58,32 @@ def print_latest_decision(pipeline_root: str) -> None:
       print(f'  - {reason}')
 
 
+class NotBlessed(console.CommandError):
+  """`status --require-blessed`: the latest run did not bless a model."""
+
+
+def blessed_verdict(rows: List[history.Decision], latest_run: Optional[str]) -> str:
+  """The verdict line of the latest run's model if it was blessed; else raises NotBlessed saying
+  why, in one line. An older run's blessing does not count: the latest run may have failed."""
+  if latest_run is None:
+    raise NotBlessed('no pipeline runs recorded yet')
+  decided = [row for row in rows if row.run_id == latest_run]
+  if not decided:
+    raise NotBlessed(f'the latest run, {latest_run}, made no release decision (it stopped '
+                     'before the Evaluator, or is still running)')
+  line = f'run {latest_run}: {verdict(decided[-1])}'
+  if not decided[-1].blessed:
+    reasons = '; '.join(decided[-1].reasons)
+    raise NotBlessed(f'{line}: {reasons}' if reasons else line)
+  return line
+
+
 def command(args) -> int:
-  rows = history.decisions(history.open_store(args.pipeline_root))
-  print(json.dumps([dataclasses.asdict(row) for row in rows], indent=2) if args.json
-        else format_table(rows))
+  store = history.open_store(args.pipeline_root)
+  rows = history.decisions(store)
+  if args.require_blessed:
+    print(blessed_verdict(rows, history.latest_run_id(store)))
+  else:
+    print(json.dumps([dataclasses.asdict(row) for row in rows], indent=2) if args.json
+          else format_table(rows))
   return 0

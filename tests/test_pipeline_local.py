@@ -107,6 +107,26 @@ def test_until_runs_only_a_component_and_what_it_needs(demo_run, demo_data, tmp_
   assert 'release gate' not in out
 
 
+def test_no_cache_runs_components_again_instead_of_reusing_their_outputs(demo_run, demo_data,
+                                                                       tmp_path, capsys):
+  root = copy_run(demo_run, tmp_path)
+  for extra in ((), ('--no-cache',)):
+    code, _, err = _run(capsys, demo_data, root, *PIPELINE_ARGS, '--until', configs.EXAMPLE_GEN,
+                        *extra)
+    assert code == 0, err
+  store = history.open_store(str(root))
+  first, cached, again = history.node_executions(store, configs.EXAMPLE_GEN)
+  examples = [history.artifacts_by_key(store, e.id, metadata_store_pb2.Event.OUTPUT)['examples'].uri
+              for e in (first, cached, again)]
+  states = [metadata_store_pb2.Execution.State.Name(e.last_known_state)
+            for e in (first, cached, again)]
+  # Without --no-cache the rerun reuses demo_run's examples; with it, it writes them anew.
+  assert states == ['COMPLETE', 'CACHED', 'COMPLETE']
+  assert examples[1] == examples[0] and examples[2] != examples[0]
+  assert sorted(_records(os.path.join(examples[2], 'Split-test'))) == sorted(
+      _records(os.path.join(examples[0], 'Split-test')))
+
+
 def test_serving_transform_matches_materialised_patches(demo_run):
   """No training/serving skew: the transform graph, fed only the raw image as serving will feed it,
   gives at every patch location exactly the pixels the Trainer reads (for STARE, whose FOV

@@ -66,6 +66,20 @@ def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo
   listed = json.loads(capsys.readouterr().out)
   assert [(d['model_id'], d['blessed'], d['pushed_version']) for d in listed] == [
       (first.model_id, True, first.pushed_version), (second.model_id, False, None)]
+  # What CI asks after `make demo`: did the latest run bless its model? Yes in demo_run, not here.
+  assert main(['status', '--pipeline-root', str(demo_run), '--require-blessed']) == 0
+  assert capsys.readouterr().out == f'run {first.run_id}: {status.verdict(first)}\n'
+  assert main(['status', '--pipeline-root', str(root), '--require-blessed']) == 1
+  out, err = capsys.readouterr()
+  assert out == '' and err == (f'retina-tfx: error: run {second.run_id}: {status.verdict(second)}: '
+                               f'{second.reasons[0]}\n')
+
+  # The report of a named run, not the latest one: the first model's, blessed.
+  assert main(['report', '--pipeline-root', str(root), '--run', first.run_id, '-o',
+               str(tmp_path / 'report')]) == 0
+  page = (tmp_path / 'report' / 'index.html').read_text()
+  assert f'Vessel model {first.model_id}:' in page and f'<code>{first.run_id}</code>' in page
+  assert 'BLESSED' in page and 'REJECTED' not in page
 
 
 def test_gate_metrics_equal_sklearn_on_the_fov_pixels(demo_run):
@@ -135,3 +149,29 @@ def test_status_shows_each_datasets_auc_and_the_verdict_in_one_line():
                                  pushed_version=None, pushed_to=None, per_dataset_auc={'DRIVE': 0.98})
   table = status.format_table([rejected])
   assert 'REJECTED' in table and 'why: auc 0.9800 is below' in table and 'per dataset' not in table
+
+
+def test_require_blessed_passes_only_when_the_latest_run_blessed_its_model(tmp_path, capsys):
+  blessed = history.Decision(
+      run_id='run-1', evaluated_at='2026-12-01T00:00:00+00:00', state='COMPLETE', model_id=3,
+      model_uri='/m', baseline_model_id=None, metrics={'auc': 0.98}, auc_change=None,
+      per_dataset_auc={}, per_image_auc={}, blessed=True, reasons=[], pushed_version='1',
+      pushed_to='/serving/1', evaluation_uri='/e', examples_uri='/x')
+  assert status.blessed_verdict([blessed], 'run-1') == (
+      'run run-1: model 3 BLESSED (test FOV AUC 0.9800); pushed as version 1 to /serving/1')
+  rejected = dataclasses.replace(
+      blessed, run_id='run-2', model_id=5, blessed=False, pushed_version=None, pushed_to=None,
+      reasons=['auc 0.9800 is below the required 0.9900', 'auc changed by -0.0100'])
+  # The latest run counts, not the latest blessing: a failed or partial run decided nothing.
+  for latest, words in (
+      ('run-2', 'run run-2: model 5 REJECTED (test FOV AUC 0.9800), not pushed: '
+                'auc 0.9800 is below the required 0.9900; auc changed by -0.0100'),
+      ('run-3', 'the latest run, run-3, made no release decision'),
+      (None, 'no pipeline runs recorded yet')):
+    with pytest.raises(status.NotBlessed, match=re.escape(words)):
+      status.blessed_verdict([blessed, rejected], latest)
+  # Through the command line: one line on stderr, exit 1 (here: no store at all).
+  assert main(['status', '--pipeline-root', str(tmp_path / 'none'), '--require-blessed']) == 1
+  out, err = capsys.readouterr()
+  assert out == '' and err.count('\n') == 1 and err.startswith('retina-tfx: error: ')
+  assert 'no pipeline runs recorded here' in err

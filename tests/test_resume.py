@@ -1,15 +1,27 @@
 """Resuming an interrupted training, the orchestration side: ML-Metadata names the Trainer runs
 that never completed and the local runner hands them to the Trainer (tests/test_training_data.py
-kills and resumes a training)."""
+kills and resumes a training); and end to end, a killed `retina-tfx run` and its rerun."""
 import argparse
+import glob
 import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
 
+import pytest
+import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from cli import history, run
-from models import settings
+from cli.main import main
+from models import settings, training
 from pipeline import configs, local_runner
+from synthetic_drive import dataset
 
 
 def _trainer_history(root, states):
@@ -69,3 +81,62 @@ def test_the_local_runner_tells_the_trainer_through_its_environment(tmp_path, mo
     local_runner.run([str(tmp_path)], str(tmp_path / 'root'), configs.PROFILES['smoke'],
                      str(tmp_path / 'serving'), interrupted_trainer_runs=interrupted)
   assert seen == ['12,9', '']
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_its_training_from_ml_metadata_and_ends_blessed(tmp_path, capsys):
+  """A real `retina-tfx run`, killed after its first epoch, then the same command again: the
+  Trainer takes over the killed training and trains only the epoch left, and the model is
+  released. The gate options and --serving-dir ride along (their one pipeline test)."""
+  # Few, small images for a short run: 2 to train on, 1 to validate, 1 to test.
+  data = tmp_path / 'DRIVE'
+  dataset.generate(str(data), seed=5, n_train=3, n_test=1, height=192, width=192)
+  root, serving_dir = tmp_path / 'root', tmp_path / 'serving'
+  epochs = configs.PROFILES['smoke'].training.epochs
+  argv = ['run', '--data', str(data), '--pipeline-root', str(root), '--profile', 'smoke',
+          '--eval-count', '1', '--min-auc', '0.6', '--max-auc-drop', '0.05',
+          '--serving-dir', str(serving_dir)]
+  # Written after each epoch (models/training.py, TrainingState): its first appearance says epoch
+  # 1 has ended and epoch 2 is running.
+  states = str(root / configs.TRAINER / 'model_run' / '*' / training.RESUME_DIR /
+               training.RESUME_STATE_FILE)
+  child_log = tmp_path / 'killed-run.out'
+  with open(child_log, 'w') as log:
+    child = subprocess.Popen([sys.executable, '-m', 'cli.main', *argv], stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+  try:
+    deadline = time.monotonic() + 600
+    while not (found := glob.glob(states)):
+      assert child.poll() is None and time.monotonic() < deadline, child_log.read_text()
+      time.sleep(0.05)
+  finally:
+    os.killpg(child.pid, signal.SIGKILL)   # no chance to record anything: ML-Metadata says RUNNING
+    child.wait()
+  killed = pathlib.Path(found[0]).parents[1]
+  assert training.read_resume_state(str(killed))['epochs_done'] == 1, 'killed after epoch 2'
+
+  assert main(argv) == 0
+  out, err = capsys.readouterr()
+  assert f'taking over the lock of process {child.pid} ' in err
+  assert f'interrupted training found (Trainer execution {killed.name})' in out
+  with open(re.search(r'full log: (\S+)', out).group(1)) as log:
+    assert (f'Trainer: resuming the training interrupted in {killed} after epoch 1 of {epochs}'
+            in log.read())
+  store = history.open_store(str(root))
+  trainer = {r.node_id: r for r in history.latest_node_runs(store)}[configs.TRAINER]
+  summary = training.read_summary(trainer.outputs['model_run'][0])
+  assert summary['resumed_from'] == str(killed)
+  assert summary['epochs_trained'] == list(range(2, epochs + 1))
+  assert 'epoch 1:' not in out and f'epoch {epochs}:' in out
+  # Blessed and pushed where --serving-dir says, not beside the pipeline root.
+  [decision] = history.decisions(store)
+  assert decision.blessed and decision.pushed_to == str(serving_dir / '1')
+  assert (serving_dir / '1' / 'saved_model.pb').exists()
+  assert not (tmp_path / configs.SERVING_DIR).exists()
+  # The gate options reached the Evaluator's config (the change bound waits for a blessed baseline).
+  [evaluator] = history.node_executions(store, configs.EVALUATOR)
+  config = json_format.Parse(evaluator.custom_properties['eval_config'].string_value,
+                             tfma.EvalConfig())
+  [gate] = [t.threshold for m in config.metrics_specs[0].metrics for t in m.per_slice_thresholds]
+  assert gate.value_threshold.lower_bound.value == 0.6
+  assert gate.change_threshold.absolute.value == -0.05

@@ -186,6 +186,27 @@ def test_predict_cli_writes_maps_and_overlays_for_tiff_and_png(saved_model, demo
   assert Image.open(out / 'crop.png').size == (280, 300)
 
 
+def test_predict_with_fov_masks_takes_each_image_s_own_mask_not_the_computed_fov(
+    saved_model, signatures, demo_drive, tmp_path):
+  inputs, masks, out = tmp_path / 'in', tmp_path / 'masks', tmp_path / 'out'
+  inputs.mkdir()
+  masks.mkdir()
+  shutil.copy(demo_drive / 'test/images/01_test.tif', inputs)
+  # A band of the published FOV: as wide, so the image keeps its scale (models/transform.py).
+  mask = np.asarray(Image.open(demo_drive / 'test/mask/01_test_mask.gif').convert('L')).copy()
+  mask[:200], mask[380:] = 0, 0
+  Image.fromarray(mask).save(masks / '01_test_mask.png')   # DRIVE's naming: <stem>_mask
+  assert main(['predict', '--model', saved_model, '--input', str(inputs), '--fov', str(masks),
+               '--output', str(out), '--format', 'npy']) == 0
+  given = np.load(out / '01_test.npy')
+  computed = signatures[1][serving.SERVE](images=tf.constant([_encode(_fundus(demo_drive), 'PNG')]))
+  computed = computed[serving.PROBABILITIES_KEY][0].numpy()
+  # The map is 0 outside the given FOV's window; the image's own FOV would have scored it there.
+  window = _window(mask)
+  assert (given[~window] == 0).all() and (computed[~window] > 0.5).any()
+  assert (given[window] > 0.5).any()
+
+
 def test_predict_formats_store_the_signature_output_and_png16_and_npy_keep_its_auc(
     saved_model, demo_drive, tmp_path):
   image = str(demo_drive / 'test/images/01_test.tif')
