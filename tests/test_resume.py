@@ -19,7 +19,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from cli import history, run
 from cli.main import main
-from models import settings, training
+from models import constants, settings, training
 from pipeline import configs, local_runner
 from synthetic_drive import dataset
 
@@ -137,6 +137,8 @@ def test_a_killed_run_resumes_its_training_from_ml_metadata_and_ends_blessed(tmp
   [evaluator] = history.node_executions(store, configs.EVALUATOR)
   config = json_format.Parse(evaluator.custom_properties['eval_config'].string_value,
                              tfma.EvalConfig())
-  [gate] = [t.threshold for m in config.metrics_specs[0].metrics for t in m.per_slice_thresholds]
-  assert gate.value_threshold.lower_bound.value == 0.6
-  assert gate.change_threshold.absolute.value == -0.05
+  gates = {tuple(t.slicing_specs[0].feature_keys): t.threshold
+           for m in config.metrics_specs[0].metrics for t in m.per_slice_thresholds}
+  assert gates[()].value_threshold.lower_bound.value == 0.6
+  assert {keys: gate.change_threshold.absolute.value for keys, gate in gates.items()} == {
+      (): -0.05, (constants.DATASET_KEY,): -0.05}
