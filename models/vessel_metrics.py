@@ -18,13 +18,9 @@ Each is its own TFMA metric (`FovPixelMetric(name)`), derived from one shared hi
 A metric that is undefined on a slice (an AUC without vessel or without background pixels, a
 precision without predicted vessels) is NaN, which fails any threshold on it.
 
-Memory: an image's extracts (its prediction, label and FOV maps, per model) are reduced to its
-histograms by `HistogramsExtractor` (which the Evaluator adds through `custom_extractors`), before
-slicing and combining, and `OneImagePerBatchExtractor` hands the model one example at a time
-(TFX's reader batches up to 1,000). What travels on is ~0.9 MB per image and model, whatever the
-image's size; a young-generation collection per image frees what TFMA's batching leaves in
-reference cycles. (Peak RSS per 2048x2048 test image: +84 MB with TFMA's own extractors, +28 MB
-with these, +4 MB with the collection too: BENCHMARKS.md, "Scale".)
+Memory: `custom_extractors` (the Evaluator's hook) hands the model one example at a time and
+reduces each image's maps to its histograms (~0.9 MB per model, whatever the image's size) before
+slicing and combining (BENCHMARKS.md, "Scale").
 """
 import gc
 from typing import Dict, Iterable, Iterator, Sequence
@@ -203,10 +199,9 @@ def one_image_per_batch(extracts: tfma.Extracts) -> Iterator[tfma.Extracts]:
   """A batch of input examples (an Arrow RecordBatch, as TFX's reader batches them: up to 1,000
   rows) -> one batch per example, so the maps predicted from them exist one image at a time.
 
-  TFMA 0.47's batching utilities (the closures in tfma.utils.util's batch_size and split_extracts)
-  leave each image's extracts in reference cycles, which only the cyclic collector frees: without
-  a collection here the previous images' maps pile up until it happens to run (+28 MB of peak RSS
-  per 2048x2048 test image, measured; +4 MB with it). A young-generation collection takes ~1 ms."""
+  TFMA 0.47's batching closures (tfma.utils.util's batch_size, split_extracts) leave each image's
+  extracts in reference cycles: without a (~1 ms, young-generation) collection here, earlier maps
+  pile up until the collector happens to run (+28 MB of peak RSS per 2048x2048 image; +4 with)."""
   batch = extracts[tfma.constants.ARROW_RECORD_BATCH_KEY]
   for row in range(batch.num_rows):
     gc.collect(generation=1)
