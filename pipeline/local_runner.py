@@ -29,7 +29,7 @@ def run(data_paths: Sequence[str], pipeline_root: str, profile: configs.Profile,
         interrupted_trainer_runs: Sequence[int] = ()) -> None:
   """Runs the whole pipeline, or with `until` a component id, only that component and what it
   depends on (a partial run: e.g. the data stages alone). `interrupted_trainer_runs`: execution ids
-  of Trainer runs that never completed, newest first, for the Trainer to resume (models/training.py).
+  of Trainer runs that never completed, newest first, for the Trainer to resume (models/resume.py).
   """
   pipeline_root = _absolute(pipeline_root)
   data_paths = [_absolute(p) for p in data_paths]
