@@ -20,11 +20,11 @@ RESUME_STATE_FILE = 'state.json'
 
 
 def training_fingerprint(custom_config: Mapping[str, Any], train_files: Sequence[str],
-                         eval_files: Sequence[str]) -> str:
-  """What makes two trainings the same one: the Trainer's settings and its input patches (their
-  URIs name the PatchGen execution that wrote them)."""
-  key = json.dumps({'config': custom_config, 'train': list(train_files), 'eval': list(eval_files)},
-                   sort_keys=True)
+                         eval_files: Sequence[str], base_model: Optional[str] = None) -> str:
+  """What makes two trainings the same one: the Trainer's settings, its input patches (their URIs
+  name the PatchGen execution that wrote them) and the base model it started from, if any."""
+  key = json.dumps({'config': custom_config, 'train': list(train_files), 'eval': list(eval_files),
+                    'base_model': base_model}, sort_keys=True)
   return hashlib.sha256(key.encode()).hexdigest()
 
 

@@ -10,8 +10,9 @@ exponential moving average of the weights over the last steps, whichever scores 
 validation patches. Late in a short training the weights still jitter from batch to batch; their
 average sits nearer the middle of the minimum they circle.
 
-The input batches and their augmentation: models/augmentation.py. Resuming a killed training:
-models/resume.py.
+With a base model (TFX's base_model) the model starts from its weights, not at random
+(models/warm_start.py). The input batches and their augmentation: models/augmentation.py. Resuming a
+killed training: models/resume.py.
 """
 import json
 import math
@@ -23,9 +24,10 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from models import model as model_lib, resume, serving
+from models import model as model_lib, resume, serving, warm_start
 from models.augmentation import make_dataset
-from models.settings import ModelConfig, TrainingConfig, from_trainer_custom_config
+from models.settings import (WARM_START_KEY, ModelConfig, TrainingConfig,
+                             from_trainer_custom_config)
 
 # Training batches that re-collect batch-norm statistics for averaged weights: batch norm's momentum
 # is 0.9 (models/model.py), so after 100 batches the old statistics weigh 0.9^100, nothing.
@@ -198,10 +200,11 @@ def validation_auc(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> 
 
 
 def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str,
-          fingerprint: str = '', resume_from: Optional[str] = None
-          ) -> Tuple[keras.Model, Dict[str, Any]]:
-  """Fits a model on the patches, from scratch or, with `resume_from` (an interrupted training's
-  model_run folder, see resume.find_resumable), from that training's last epoch on. Returns the model with
+          fingerprint: str = '', resume_from: Optional[str] = None,
+          base_model: Optional[str] = None) -> Tuple[keras.Model, Dict[str, Any]]:
+  """Fits a model on the patches, from scratch or from the weights of `base_model` (an exported
+  model, see warm_start.saved_model_dir) or, with `resume_from` (an interrupted training's model_run
+  folder, see resume.find_resumable), from that training's last epoch on. Returns the model with
   the weights it exports (see the module docstring) and a summary: the epochs trained here, the
   candidates' validation AUCs and which one was chosen."""
   keras.utils.set_random_seed(config.seed)
@@ -216,6 +219,9 @@ def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str,
     best_weights = os.path.join(model_run_dir, 'checkpoints', BEST_WEIGHTS_FILE)
     resumed = (resume.take_over(model_run_dir, resume_from, state, best_weights) if resume_from
                else {'epochs_done': 0, 'training_seconds': 0.0, 'best_validation_auc': None})
+    # A resumed training holds its own weights, the base's trained on: it never reads the base.
+    if base_model and not resume_from:
+      warm_start.load_base_weights(model, config.model, base_model)
   if resume_from:
     logging.info('Trainer: resuming the training interrupted in %s after epoch %d of %d '
                  '(%.1f min of training)', resume_from, resumed['epochs_done'], config.epochs,
@@ -256,19 +262,26 @@ def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str,
   logging.info('Trainer: validation AUC %s; exporting the %s',
                ', '.join(f'{k}={v:.4f}' for k, v in candidates.items()), chosen.replace('_', ' '))
   return model, {'validation_auc': candidates, 'exported': chosen, 'resumed_from': resume_from,
+                 'base_model': base_model,
                  'epochs_trained': [e + 1 for e in history.epoch],
                  'training_seconds': budget.elapsed_seconds()}
 
 
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point (GenericExecutor)."""
-  config, export = from_trainer_custom_config(fn_args.custom_config or {})
-  fingerprint = resume.training_fingerprint(fn_args.custom_config or {}, fn_args.train_files,
-                                            fn_args.eval_files)
+  custom_config = fn_args.custom_config or {}
+  config, export = from_trainer_custom_config(custom_config)
+  if custom_config.get(WARM_START_KEY) and not fn_args.base_model:
+    logging.info('Trainer: base model: none blessed yet; training starts from scratch')
+  # The base model is part of what makes a training the same one: a rerun from another base (or
+  # from none) does not resume this one.
+  fingerprint = resume.training_fingerprint(custom_config, fn_args.train_files,
+                                            fn_args.eval_files, fn_args.base_model)
   model, summary = train(
       config, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir, fingerprint,
       resume_from=resume.find_resumable(resume.interrupted_model_runs(fn_args.model_run_dir),
-                                        fingerprint))
+                                        fingerprint),
+      base_model=fn_args.base_model)
   serving.export(float32_copy(model, config.model), fn_args.transform_output,
                  fn_args.serving_model_dir, config.model, flip_average=export.flip_average)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, SUMMARY_FILE), 'w') as f:

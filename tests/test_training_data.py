@@ -13,22 +13,14 @@ import tensorflow as tf
 
 import tf_keras as keras
 
+from conftest import write_patches
 from models import model as model_lib
 from models import augmentation, patches, resume, settings, training
 
 
-def _write_patches(path, count, size):
-  rng = np.random.default_rng(0)
-  with tf.io.TFRecordWriter(str(path), options='GZIP') as writer:
-    for i in range(count):
-      label = (rng.random((size, size)) > 0.8).astype(np.uint8)
-      image = np.where(label > 0, 204, 51).astype(np.uint8)
-      writer.write(patches.encode(b'21', i, 0, image, label, np.ones((size, size), np.uint8)))
-
-
 @pytest.mark.parametrize('size', [8, 12])
 def test_batches_carry_image_and_label_with_fov_at_the_patches_own_size(size, tmp_path):
-  _write_patches(tmp_path / 'p.gz', 10, size)
+  write_patches(tmp_path / 'p.gz', 10, size)
   config = settings.TrainingConfig(batch_size=4)
   for is_training in (True, False):
     image, y_true = next(iter(augmentation.make_dataset([str(tmp_path / '*.gz')], config,
@@ -43,7 +35,7 @@ def test_batches_carry_image_and_label_with_fov_at_the_patches_own_size(size, tm
 
 def test_empty_or_non_square_patch_files_are_a_clear_error(tmp_path):
   empty = tmp_path / 'empty.gz'
-  _write_patches(empty, 0, 8)
+  write_patches(empty, 0, 8)
   with pytest.raises(ValueError, match='no patches in'):
     patches.patch_size([str(empty)])
   with tf.io.TFRecordWriter(str(tmp_path / 'odd.gz'), options='GZIP') as writer:
@@ -63,8 +55,8 @@ _TINY = dict(batch_size=4, epochs=3, steps_per_epoch=5, validation_steps=3,
 
 
 def _train(tmp_path, **overrides):
-  _write_patches(tmp_path / 'train.gz', 40, 8)
-  _write_patches(tmp_path / 'eval.gz', 12, 8)
+  write_patches(tmp_path / 'train.gz', 40, 8)
+  write_patches(tmp_path / 'eval.gz', 12, 8)
   config = settings.TrainingConfig(**{**_TINY, **overrides})
   model, summary = training.train(config, [str(tmp_path / 'train.gz')], [str(tmp_path / 'eval.gz')],
                                   str(tmp_path / 'run'))
@@ -120,8 +112,8 @@ training.train(config, [train_file], [eval_file], model_run_dir, fingerprint)
 
 
 def test_a_killed_training_resumes_after_its_last_epoch_with_the_same_settings(tmp_path):
-  _write_patches(tmp_path / 'train.gz', 40, 8)
-  _write_patches(tmp_path / 'eval.gz', 12, 8)
+  write_patches(tmp_path / 'train.gz', 40, 8)
+  write_patches(tmp_path / 'eval.gz', 12, 8)
   config = settings.TrainingConfig(**{**_TINY, 'epochs': 4, 'weight_average_momentum': 0.9})
   inputs = [str(tmp_path / 'train.gz')], [str(tmp_path / 'eval.gz')]
   custom_config = settings.trainer_custom_config(config, settings.ExportConfig())
