@@ -10,6 +10,7 @@ import time
 _RUNNING = re.compile(r'Component (\S+) is running\.')
 _FINISHED = re.compile(r'Component (\S+) is finished\.')
 _EPOCH = re.compile(r'Trainer: epoch \d+: .*')  # models.training.ProgressLog, once per epoch
+_BASE_MODEL = re.compile(r'Trainer: base model.*')  # what the training starts from (warm start)
 NAME_WIDTH = 30  # fits every component id of the pipeline, the resolver's included
 
 
@@ -44,6 +45,8 @@ class _ProgressPrinter(logging.Handler):
       print(f'  {match.group(1):<{NAME_WIDTH}} done in {time.monotonic() - self.started:.1f} s',
             flush=True)
       self.current = None
+    elif _BASE_MODEL.fullmatch(message):
+      print(f'    {message[len("Trainer: "):]}', flush=True)
     elif _EPOCH.fullmatch(message):
       print(f'    {message[len("Trainer: "):]} ({time.monotonic() - self.started:.0f} s)', flush=True)
 

@@ -1,7 +1,7 @@
 """Run history, read back from ML-Metadata and the Evaluator's output: every component's latest run
-and outputs, and for every evaluation the run, the model, its FOV-weighted test metrics, the blessing
-decision with its reasons, and the pushed version. status, report, benchmark and the run summary
-all read it here."""
+and outputs, and for every evaluation the run, the model and its parent (the base model it was
+trained from), its FOV-weighted test metrics, the blessing decision with its reasons, and the
+pushed version. status, report, benchmark and the run summary all read it here."""
 import dataclasses
 import datetime
 import os
@@ -11,6 +11,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.components.evaluator import constants as evaluator
+from tfx.types import standard_component_specs
 
 from cli import console
 from models import constants
@@ -18,6 +19,7 @@ from pipeline import configs, eval_config, local_runner
 
 CANDIDATE = ('', 'candidate')   # TFMA names the evaluated model 'candidate' once a baseline exists
 _BASELINE_ID = evaluator.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY
+_BASE_MODEL = standard_component_specs.BASE_MODEL_KEY
 _DONE = ('COMPLETE', 'CACHED')
 
 
@@ -113,6 +115,8 @@ class Decision:
   state: str                          # COMPLETE, or CACHED when a rerun reused the decision
   model_id: int
   model_uri: str
+  parent_model_id: Optional[int]      # the base model its training started from, if any
+  parent_model_uri: Optional[str]
   baseline_model_id: Optional[int]    # the latest blessed model it was compared with, if any
   metrics: Dict[str, float]           # overall slice, FOV-weighted
   auc_change: Optional[float]         # AUC minus the baseline's AUC
@@ -215,14 +219,18 @@ def decisions(store: metadata_store.MetadataStore) -> List[Decision]:
     blessed = judged[evaluator.ARTIFACT_PROPERTY_BLESSED_KEY].int_value == evaluator.BLESSED_VALUE
     push = pushes.get(blessing.id, {})
     pushed = 'pushed' in push and push['pushed'].int_value == 1
+    model_id = judged[evaluator.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY].int_value
+    parent = producer(store, model_id)[1].get(_BASE_MODEL)   # the Trainer's base_model input
     result.append(Decision(
         run_id=_run_id(store, execution.id),
         evaluated_at=datetime.datetime.fromtimestamp(
             execution.create_time_since_epoch / 1000, datetime.timezone.utc).isoformat(
                 timespec='seconds'),
         state=state,
-        model_id=judged[evaluator.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY].int_value,
+        model_id=model_id,
         model_uri=judged[evaluator.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY].string_value,
+        parent_model_id=parent.id if parent else None,
+        parent_model_uri=parent.uri if parent else None,
         baseline_model_id=(judged[_BASELINE_ID].int_value if _BASELINE_ID in judged else None),
         metrics=overall, auc_change=change, per_dataset_auc=per_dataset, per_image_auc=per_image,
         blessed=blessed,

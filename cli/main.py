@@ -2,6 +2,7 @@
 
   retina-tfx make-demo-data OUT                write a synthetic dataset (DRIVE's layout, or another's)
   retina-tfx run --data PATH ...               run the pipeline locally (LocalDagRunner, SQLite MLMD)
+  retina-tfx run --data NEW --base-model M     fine-tune a model (M: latest-blessed or a SavedModel)
   retina-tfx show-preprocessing IMAGE -o PNG   picture every preprocessing step of one image
   retina-tfx predict --model DIR --input ...   vessel probability maps for image files
   retina-tfx evaluate --model M --data D ...   a model on datasets' test images, per dataset
@@ -39,8 +40,15 @@ def _add_pipeline_arguments(parser, default_profile: str) -> None:
   parser.add_argument('--data', nargs='+', required=True,
                       help='datasets, each a folder or zip archive(s): DRIVE, STARE, CHASE_DB1, '
                            'HRF as published, or images/ + labels/ (+ masks/)')
-  parser.add_argument('--profile', choices=sorted(configs.PROFILES), default=default_profile,
-                      help='demo: fast, for the generated data; drive: follows the recipe on DRIVE')
+  parser.add_argument('--profile', choices=sorted(configs.PROFILES),
+                      help='demo: fast, for the generated data; drive: follows the recipe on DRIVE; '
+                           f'{configs.FINETUNE_PROFILE}: from a base model (default '
+                           f'{default_profile}, {configs.FINETUNE_PROFILE} with --base-model)')
+  parser.set_defaults(default_profile=default_profile)
+  parser.add_argument('--base-model', metavar=f'{configs.LATEST_BLESSED}|PATH',
+                      help="start training from this model's weights: the pipeline root's latest "
+                           'blessed model (from scratch while there is none), or a SavedModel '
+                           'folder, or a serving folder of numbered versions (the latest is used)')
   parser.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT,
                       help='training images held out for validation')
   parser.add_argument('--split-seed', type=int, default=0, help='seed of the eval hold-out choice')
@@ -202,9 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
 _RUNS_PIPELINE = ('run', 'benchmark')   # the commands that hold a pipeline root's run lock
 
 
+def parse_args(argv) -> argparse.Namespace:
+  """The command line's arguments; a pipeline run's profile is, unless given, the command's default
+  or, from a base model, the fine-tuning one."""
+  from pipeline import configs
+  args = build_parser().parse_args(argv)
+  if args.command in _RUNS_PIPELINE and args.profile is None:
+    args.profile = configs.FINETUNE_PROFILE if args.base_model else args.default_profile
+  return args
+
+
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
-  args = build_parser().parse_args(argv)
+  args = parse_args(argv)
   args.argv = argv
   if args.command not in _RUNS_PIPELINE:  # those send TensorFlow's logs to the run's log
     logging.getLogger('tensorflow').setLevel(logging.ERROR)

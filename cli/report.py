@@ -112,7 +112,10 @@ def _decision_html(decision: history.Decision) -> str:
               + (f' (AUC change {decision.auc_change:+.4f})' if decision.auc_change is not None else '')
               if decision.baseline_model_id is not None else 'no blessed model before it: '
               'judged by the absolute AUC bound alone')
-  return f'<p>Decision: {verdict}</p><p>{baseline}</p>'
+  parent = (f'trained from the weights of base model {decision.parent_model_id} '
+            f'(<code>{html.escape(decision.parent_model_uri)}</code>)'
+            if decision.parent_model_id is not None else 'trained from scratch (no base model)')
+  return f'<p>Decision: {verdict}</p><p>{baseline}</p><p>Parent: {parent}</p>'
 
 
 def write_report(pipeline_root: str, output_dir: str, run: str = 'latest') -> str:

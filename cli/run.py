@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
-from cli import console, history, report, status
+from cli import console, history, predict, report, status
 from pipeline import configs, local_runner
 
 
@@ -18,14 +18,25 @@ def profile_of(args) -> configs.Profile:
   return dataclasses.replace(configs.PROFILES[args.profile], **gate)
 
 
+def base_model_of(args) -> Optional[str]:
+  """--base-model as the pipeline takes it: latest-blessed, or the SavedModel folder it names (of a
+  serving folder, the latest version)."""
+  if args.base_model in (None, configs.LATEST_BLESSED):
+    return args.base_model
+  return predict.resolve_saved_model(args.base_model)
+
+
 def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[history.NodeRun]]:
   """Runs the pipeline with progress on the terminal, then lists the artifacts; returns MLMD's
   node runs, or None on failure (said on stderr, with the log's path). cli.main holds the root's
   run lock (cli/run_lock.py)."""
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   log_path = os.path.join(os.path.abspath(pipeline_root), configs.LOG_DIR, f'run-{stamp}.log')
+  base_model = base_model_of(args)
   print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
         f'  pipeline root: {os.path.abspath(pipeline_root)}\n  full log: {log_path}')
+  if base_model:
+    print(f'  base model: {base_model}')
   interrupted = (history.interrupted_executions(history.open_store(pipeline_root), configs.TRAINER)
                  if os.path.exists(configs.metadata_path(pipeline_root)) else [])
   if interrupted:
@@ -34,7 +45,7 @@ def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[hi
   with console.logging_to_file(log_path) as progress:
     try:
       local_runner.run(args.data, pipeline_root, profile_of(args), serving_dir,
-                       interrupted_trainer_runs=interrupted,
+                       interrupted_trainer_runs=interrupted, base_model=base_model,
                        beam_pipeline_args=args.beam_args,
                        eval_count=args.eval_count, split_seed=args.split_seed,
                        enable_cache=not args.no_cache, until=getattr(args, 'until', None))

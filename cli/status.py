@@ -27,7 +27,7 @@ def format_table(rows: List[history.Decision]) -> str:
   """One line per evaluation, with the reasons under each rejected model."""
   if not rows:
     return 'no evaluations recorded yet: run the pipeline first'
-  header = (f'{"run":<28} {"model":>5} {"vs":>5} '
+  header = (f'{"run":<28} {"model":>5} {"vs":>5} {"parent":>6} '
             + ' '.join(f'{title:>7}' for _, title in METRIC_COLUMNS)
             + f' {"ΔAUC":>8}  {"decision":<11} pushed version')
   lines = [header, '-' * len(header)]
@@ -36,16 +36,18 @@ def format_table(rows: List[history.Decision]) -> str:
                       for key, _ in METRIC_COLUMNS)
     change = f'{row.auc_change:+8.4f}' if row.auc_change is not None else f'{"-":>8}'
     baseline = str(row.baseline_model_id) if row.baseline_model_id is not None else '-'
+    parent = str(row.parent_model_id) if row.parent_model_id is not None else '-'
     decision = 'BLESSED' if row.blessed else 'REJECTED'
     cached = ' (cached)' if row.state == 'CACHED' else ''
-    lines.append(f'{row.run_id:<28} {row.model_id:>5} {baseline:>5} {values} {change}  '
+    lines.append(f'{row.run_id:<28} {row.model_id:>5} {baseline:>5} {parent:>6} {values} {change}  '
                  f'{decision:<11} {row.pushed_version or "-"}{cached}')
     if len(row.per_dataset_auc) > 1:
       lines.append('    AUC per dataset: ' + ', '.join(
           f'{name} {auc:.4f}' for name, auc in row.per_dataset_auc.items()))
     lines += [f'    why: {reason}' for reason in row.reasons]
   lines.append('metrics: per pixel inside the FOV on the test split (TFMA); '
-               '"vs": the blessed model it was compared with')
+               '"vs": the blessed model it was compared with;\n'
+               '"parent": the base model its training started from (run --base-model)')
   return '\n'.join(lines)
 
 

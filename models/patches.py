@@ -5,7 +5,7 @@ A patch is one tf.Example holding uint8 bytes, in the convention of Transform's 
 since preprocessing ends on a 256-level LUT), and the label and FOV as 0/1. Lossless.
 
 PatchGen writes each image's patches to a file of their own (`image_file_name`); the Trainer mixes
-the images by reading many files at once (models/training.py, `make_dataset`).
+the images by reading many files at once (models/augmentation.py, `make_dataset`).
 """
 import math
 import os

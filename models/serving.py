@@ -16,6 +16,9 @@ image may have at most constants.MAX_IMAGE_PIXELS pixels. TIFF is not decodable 
 LZW-compressed), so clients such as `retina-tfx predict` convert it losslessly first (predict sends
 every image as an uncompressed BMP of the pixels it decoded: the fastest to encode and decode).
 """
+import dataclasses
+import json
+import os
 from typing import Optional
 
 import tensorflow as tf
@@ -38,6 +41,9 @@ _RAGGED = tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0)
 # Raw features the transform graph reads; the rest of the raw schema is not needed to serve.
 _TRANSFORM_INPUTS = (constants.DATASET_KEY, constants.IMAGE_ID_KEY, constants.IMAGE_KEY,
                      constants.LABEL_KEY, constants.FOV_KEY)
+# The model's settings, in the SavedModel's folder for files that serving ignores: a warm start
+# from this model names them when they do not fit (models/warm_start.py).
+MODEL_CONFIG_FILE = os.path.join('assets.extra', 'model_config.json')
 
 
 def fov_window(fov: tf.Tensor, align: int):
@@ -185,3 +191,20 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
   model.save(serving_model_dir, save_format='tf', signatures={
       SERVE: serve, SERVE_WITH_FOV: serve_with_fov,
       PREDICT_EXAMPLES: predict_examples, TRANSFORM_FEATURES: transform_features})
+  write_model_config(serving_model_dir, model_config)
+
+
+def write_model_config(saved_model: str, config: ModelConfig) -> None:
+  path = os.path.join(saved_model, MODEL_CONFIG_FILE)
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path, 'w') as f:
+    json.dump(dataclasses.asdict(config), f, indent=2)
+
+
+def read_model_config(saved_model: str) -> Optional[ModelConfig]:
+  """The settings of an exported model; None for one exported before they were recorded."""
+  path = os.path.join(saved_model, MODEL_CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return ModelConfig(**json.load(f))

@@ -81,8 +81,15 @@ class ExportConfig:
   flip_average: bool = True   # average each map with the prediction on the mirrored image
 
 
-def trainer_custom_config(training: TrainingConfig, export: ExportConfig) -> Dict[str, Any]:
-  return {'training': training.to_custom_config(), 'export': dataclasses.asdict(export)}
+# In the Trainer's custom config: it was given a base model to start from (TFX's base_model), which
+# may still be missing (latest-blessed before any model was blessed).
+WARM_START_KEY = 'warm_start'
+
+
+def trainer_custom_config(training: TrainingConfig, export: ExportConfig,
+                          warm_start: bool = False) -> Dict[str, Any]:
+  return {'training': training.to_custom_config(), 'export': dataclasses.asdict(export),
+          WARM_START_KEY: warm_start}
 
 
 def from_trainer_custom_config(custom_config: Mapping[str, Any]):

@@ -10,37 +10,31 @@ exponential moving average of the weights over the last steps, whichever scores 
 validation patches. Late in a short training the weights still jitter from batch to batch; their
 average sits nearer the middle of the minimum they circle.
 
-Resume: every epoch leaves a checkpoint of the whole training state in the model_run output. When
-the orchestrator finds interrupted Trainer executions in ML-Metadata (a killed run), the Trainer
-takes over the newest one with the same settings and input patches and trains only the epochs left;
-with other settings or inputs it starts afresh.
+With a base model (TFX's base_model) the model starts from its weights, not at random
+(models/warm_start.py). The input batches and their augmentation: models/augmentation.py. Resuming a
+killed training: models/resume.py.
 """
-import hashlib
 import json
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from models import constants, model as model_lib, patches, serving
-from models.settings import (INTERRUPTED_TRAINER_RUNS_ENV, AugmentationConfig, ModelConfig,
-                             TrainingConfig, from_trainer_custom_config)
+from models import model as model_lib, resume, serving, warm_start
+from models.augmentation import make_dataset
+from models.settings import (WARM_START_KEY, ModelConfig, TrainingConfig,
+                             from_trainer_custom_config)
 
-SHUFFLE_BUFFER = 4096
 # Training batches that re-collect batch-norm statistics for averaged weights: batch norm's momentum
 # is 0.9 (models/model.py), so after 100 batches the old statistics weigh 0.9^100, nothing.
 BATCH_NORM_RECALIBRATION_STEPS = 100
 BEST_EPOCH = 'best_epoch'
 WEIGHT_AVERAGE = 'weight_average'
 SUMMARY_FILE = 'training.json'   # in the Trainer's model_run output
-# In the Trainer's model_run output while it trains: what a rerun needs to continue an interrupted
-# training (TrainingState). Removed when training ends.
-RESUME_DIR = 'resume'
-RESUME_STATE_FILE = 'state.json'
 BEST_WEIGHTS_FILE = 'best.weights.h5'   # ModelCheckpoint's, in the model run's checkpoints/
 
 
@@ -83,95 +77,6 @@ def float32_copy(model: keras.Model, config: ModelConfig) -> keras.Model:
   copy = model_lib.build_model(config)
   copy.set_weights(model.get_weights())
   return copy
-
-
-def _zoom(stacked: tf.Tensor, factor: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """[P, P, C] seen `factor` times larger (a random P x P crop of the enlarged patch) or smaller
-  (the shrunk patch at a random place in a border of zeros: FOV 0 there, so never trained on)."""
-  side = tf.shape(stacked)[0]
-  new_side = tf.maximum(tf.cast(tf.round(tf.cast(side, tf.float32) * factor), tf.int32), 1)
-  resized = tf.image.resize(stacked, [new_side, new_side], antialias=True)
-  offset = tf.random.stateless_uniform([2], seed, 0, tf.abs(new_side - side) + 1, dtype=tf.int32)
-  zoomed = tf.cond(
-      new_side >= side,
-      lambda: tf.slice(resized, tf.concat([offset, [0]], 0), tf.stack([side, side, -1])),
-      lambda: tf.image.pad_to_bounding_box(resized, offset[0], offset[1], side, side))
-  zoomed.set_shape(stacked.shape)
-  return zoomed
-
-
-def _blur(image: tf.Tensor, sigma: tf.Tensor, radius: int = 3) -> tf.Tensor:
-  """Separable Gaussian blur of [P, P, 1], mirrored at the borders; sigma ~0 leaves it as it is."""
-  taps = tf.range(-radius, radius + 1, dtype=tf.float32)
-  kernel = tf.exp(-0.5 * tf.square(taps / tf.maximum(sigma, 1e-3)))
-  kernel /= tf.reduce_sum(kernel)
-  padded = tf.pad(image[tf.newaxis], [[0, 0], [radius, radius], [radius, radius], [0, 0]], 'REFLECT')
-  blurred = tf.nn.conv2d(padded, tf.reshape(kernel, [-1, 1, 1, 1]), 1, 'VALID')
-  return tf.nn.conv2d(blurred, tf.reshape(kernel, [1, -1, 1, 1]), 1, 'VALID')[0]
-
-
-def _log_uniform(seed: tf.Tensor, largest: float) -> tf.Tensor:
-  """A factor in [1/largest, largest], uniform in its logarithm."""
-  return tf.exp(tf.random.stateless_uniform([], seed, -math.log(largest), math.log(largest)))
-
-
-def augment(image: tf.Tensor, label: tf.Tensor, fov: tf.Tensor, seed: tf.Tensor,
-            config: AugmentationConfig = AugmentationConfig()):
-  """One training patch changed at random (see AugmentationConfig). All [P, P, 1]; `seed` is a
-  stateless [2] seed. Label and FOV stay 0/1 and the image stays in [0, 1]."""
-  stacked = tf.concat([image, label, fov], axis=-1)
-  seeds = iter(tf.unstack(tf.random.experimental.stateless_split(seed, num=11)))
-  stacked = tf.image.stateless_random_flip_left_right(stacked, next(seeds))
-  stacked = tf.image.stateless_random_flip_up_down(stacked, next(seeds))
-  stacked = tf.image.rot90(stacked, tf.random.stateless_uniform([], next(seeds), 0, 4, tf.int32))
-  if config.max_zoom > 1.0:
-    stacked = _zoom(stacked, _log_uniform(next(seeds), config.max_zoom), next(seeds))
-  image, label, fov = tf.split(stacked, 3, axis=-1)
-  label, fov = tf.cast(label > 0.5, tf.float32), tf.cast(fov > 0.5, tf.float32)
-  if config.max_gamma > 1.0:
-    image = tf.pow(tf.clip_by_value(image, 0.0, 1.0), _log_uniform(next(seeds), config.max_gamma))
-  if config.contrast > 0:
-    image = tf.image.stateless_random_contrast(
-        image, 1.0 - config.contrast, 1.0 + config.contrast, next(seeds))
-  if config.brightness > 0:
-    image = tf.image.stateless_random_brightness(image, config.brightness, next(seeds))
-  if config.max_blur_sigma > 0:
-    image = _blur(image, tf.random.stateless_uniform([], next(seeds), 0, config.max_blur_sigma))
-  if config.max_noise_sigma > 0:
-    sigma = tf.random.stateless_uniform([], next(seeds), 0, config.max_noise_sigma)
-    image += sigma * tf.random.stateless_normal(tf.shape(image), next(seeds))
-  return tf.clip_by_value(image, 0.0, 1.0), label, fov
-
-
-def _targets(label: tf.Tensor, fov: tf.Tensor) -> tf.Tensor:
-  """Label and FOV travel together as y_true [.., 2] so loss and metrics can mask by the FOV."""
-  return tf.concat([label, fov], axis=-1)
-
-
-def make_dataset(file_patterns: Sequence[str], config: TrainingConfig,
-                 training: bool) -> tf.data.Dataset:
-  """(image, y_true) batches of patches: shuffled, repeated and augmented when training."""
-  files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
-  if not files:
-    raise ValueError(f'no patch files match {file_patterns}')
-  records = patches.mixed_records(files, seed=config.seed if training else None)
-  if training:
-    records = records.shuffle(SHUFFLE_BUFFER, seed=config.seed).repeat()
-  size = patches.patch_size(files)
-  parsed = records.batch(config.batch_size, drop_remainder=training).map(
-      lambda serialized: patches.parse(serialized, size),
-      num_parallel_calls=tf.data.AUTOTUNE)
-  maps = lambda p: (p[constants.IMAGE_KEY], p[constants.LABEL_KEY], p[constants.FOV_KEY])
-  if training:
-    seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
-    batches = tf.data.Dataset.zip((parsed.unbatch().map(maps), seeds)).map(
-        lambda patch, seed: augment(*patch, seed, config.augmentation),
-        num_parallel_calls=tf.data.AUTOTUNE
-    ).batch(config.batch_size, drop_remainder=True)
-  else:
-    batches = parsed.map(maps).repeat()
-  return batches.map(lambda image, label, fov: (image, _targets(label, fov))).prefetch(
-      tf.data.AUTOTUNE)
 
 
 class FovLoss(keras.losses.Loss):
@@ -272,95 +177,6 @@ class ProgressLog(keras.callbacks.Callback):
     logging.info('Trainer: epoch %d: %s', epoch + 1,
                  ', '.join(f'{k}={v:.4f}' for k, v in sorted((logs or {}).items())))
 
-
-def training_fingerprint(custom_config: Mapping[str, Any], train_files: Sequence[str],
-                         eval_files: Sequence[str]) -> str:
-  """What makes two trainings the same one: the Trainer's settings and its input patches (their
-  URIs name the PatchGen execution that wrote them)."""
-  key = json.dumps({'config': custom_config, 'train': list(train_files), 'eval': list(eval_files)},
-                   sort_keys=True)
-  return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _tracked_state(model: keras.Model, schedule: BudgetCosineDecay) -> tf.train.Checkpoint:
-  """Everything fit changes: weights, optimizer (step count, moments, weight average) and the
-  learning-rate decay's length."""
-  return tf.train.Checkpoint(model=model, optimizer=model.optimizer,
-                             decay_steps=schedule.decay_steps)
-
-
-def _write_json(path: str, value: Dict[str, Any]) -> None:
-  """Written beside and renamed into place: a kill mid-write leaves the previous file whole."""
-  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
-    json.dump(value, f, indent=2)
-  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
-
-
-def read_resume_state(model_run_dir: str) -> Optional[Dict[str, Any]]:
-  path = os.path.join(model_run_dir, RESUME_DIR, RESUME_STATE_FILE)
-  if not tf.io.gfile.exists(path):
-    return None
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
-
-
-class TrainingState(keras.callbacks.Callback):
-  """After every epoch, saves what a rerun needs to continue this training: weights, optimizer,
-  the best epoch's weights and validation AUC, epochs done and time spent. Epoch N's files are
-  written first and the state file naming them second (a rename), so a kill at any moment leaves a
-  state file and the files it names; older files go after that."""
-
-  def __init__(self, model_run_dir: str, fingerprint: str, state: tf.train.Checkpoint,
-               best_epoch: keras.callbacks.ModelCheckpoint, budget: TimeBudget):
-    super().__init__()
-    self.directory = os.path.join(model_run_dir, RESUME_DIR)
-    self.fingerprint = fingerprint
-    self.state = state
-    self.best_epoch = best_epoch
-    self.budget = budget
-
-  def on_epoch_end(self, epoch, logs=None):
-    prefix = f'epoch-{epoch + 1}'
-    self.state.write(os.path.join(self.directory, prefix))
-    # A copy: ModelCheckpoint rewrites its file in place, which a kill can leave half written.
-    # (There is none while no epoch has had a validation AUC.)
-    best_weights = f'{prefix}.{BEST_WEIGHTS_FILE}'
-    if tf.io.gfile.exists(self.best_epoch.filepath):
-      tf.io.gfile.copy(self.best_epoch.filepath, os.path.join(self.directory, best_weights),
-                       overwrite=True)
-    else:
-      best_weights = None
-    _write_json(os.path.join(self.directory, RESUME_STATE_FILE), {
-        'fingerprint': self.fingerprint, 'epochs_done': epoch + 1, 'checkpoint': prefix,
-        'best_weights': best_weights, 'best_validation_auc': float(self.best_epoch.best),
-        'training_seconds': self.budget.elapsed_seconds()})
-    for path in tf.io.gfile.glob(os.path.join(self.directory, 'epoch-*')):
-      if not os.path.basename(path).startswith(prefix + '.'):
-        tf.io.gfile.remove(path)
-
-
-def find_resumable(model_run_dirs: Sequence[str], fingerprint: str) -> Optional[str]:
-  """The first of the interrupted trainings' model_run folders that holds a state to resume with
-  the same settings and inputs (fingerprint); None when there is none."""
-  for model_run_dir in model_run_dirs:
-    state = read_resume_state(model_run_dir)
-    if state is None:
-      continue
-    if state['fingerprint'] == fingerprint:
-      return model_run_dir
-    logging.info('Trainer: the interrupted training in %s had other settings or inputs; not '
-                 'resuming it', model_run_dir)
-  return None
-
-
-def interrupted_model_runs(model_run_dir: str) -> List[str]:
-  """The model_run folders of interrupted Trainer executions that the orchestrator found in
-  ML-Metadata (INTERRUPTED_TRAINER_RUNS_ENV: execution ids, newest first). TFX names an execution's
-  output folder by its execution id, beside this execution's own."""
-  ids = [i for i in os.environ.get(INTERRUPTED_TRAINER_RUNS_ENV, '').split(',') if i.strip()]
-  return [os.path.join(os.path.dirname(model_run_dir.rstrip('/')), i.strip()) for i in ids]
-
-
 def compile_model(config: TrainingConfig, schedule: BudgetCosineDecay) -> keras.Model:
   model = model_lib.build_model(config.model)
   # With use_ema, Keras keeps the average in the optimizer and writes it into the model when fit ends.
@@ -383,31 +199,12 @@ def validation_auc(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> 
   return model.evaluate(dataset, steps=steps, verbose=0, return_dict=True)['auc']
 
 
-def _resume(model_run_dir: str, resume_from: str, state: tf.train.Checkpoint,
-            best_weights: str) -> Dict[str, Any]:
-  """Takes over an interrupted training's state (consumed: it is resumed once), loads its last
-  epoch's weights and optimizer into `state` and puts its best epoch's weights at `best_weights`;
-  returns its resume state."""
-  resume_state = read_resume_state(resume_from)
-  source, target = os.path.join(resume_from, RESUME_DIR), os.path.join(model_run_dir, RESUME_DIR)
-  tf.io.gfile.makedirs(target)
-  for path in tf.io.gfile.glob(os.path.join(source, '*')):
-    tf.io.gfile.copy(path, os.path.join(target, os.path.basename(path)), overwrite=True)
-  tf.io.gfile.rmtree(source)
-  if resume_state['best_weights']:
-    tf.io.gfile.makedirs(os.path.dirname(best_weights))
-    tf.io.gfile.copy(os.path.join(target, resume_state['best_weights']), best_weights,
-                     overwrite=True)
-  state.model.optimizer.build(state.model.trainable_variables)
-  state.read(os.path.join(target, resume_state['checkpoint'])).assert_existing_objects_matched()
-  return resume_state
-
-
 def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str,
-          fingerprint: str = '', resume_from: Optional[str] = None
-          ) -> Tuple[keras.Model, Dict[str, Any]]:
-  """Fits a model on the patches, from scratch or, with `resume_from` (an interrupted training's
-  model_run folder, see find_resumable), from that training's last epoch on. Returns the model with
+          fingerprint: str = '', resume_from: Optional[str] = None,
+          base_model: Optional[str] = None) -> Tuple[keras.Model, Dict[str, Any]]:
+  """Fits a model on the patches, from scratch or from the weights of `base_model` (an exported
+  model, see warm_start.saved_model_dir) or, with `resume_from` (an interrupted training's model_run
+  folder, see resume.find_resumable), from that training's last epoch on. Returns the model with
   the weights it exports (see the module docstring) and a summary: the epochs trained here, the
   candidates' validation AUCs and which one was chosen."""
   keras.utils.set_random_seed(config.seed)
@@ -418,10 +215,13 @@ def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str,
     schedule = BudgetCosineDecay(config.learning_rate, config.epochs * config.steps_per_epoch,
                                  alpha=0.05)
     model = compile_model(config, schedule)
-    state = _tracked_state(model, schedule)
+    state = resume.tracked_state(model, schedule.decay_steps)
     best_weights = os.path.join(model_run_dir, 'checkpoints', BEST_WEIGHTS_FILE)
-    resumed = _resume(model_run_dir, resume_from, state, best_weights) if resume_from else {
-        'epochs_done': 0, 'training_seconds': 0.0, 'best_validation_auc': None}
+    resumed = (resume.take_over(model_run_dir, resume_from, state, best_weights) if resume_from
+               else {'epochs_done': 0, 'training_seconds': 0.0, 'best_validation_auc': None})
+    # A resumed training holds its own weights, the base's trained on: it never reads the base.
+    if base_model and not resume_from:
+      warm_start.load_base_weights(model, config.model, base_model)
   if resume_from:
     logging.info('Trainer: resuming the training interrupted in %s after epoch %d of %d '
                  '(%.1f min of training)', resume_from, resumed['epochs_done'], config.epochs,
@@ -441,7 +241,7 @@ def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str,
       checkpoint,
       keras.callbacks.TensorBoard(os.path.join(model_run_dir, 'logs'), profile_batch=0),
       budget,
-      TrainingState(model_run_dir, fingerprint, state, checkpoint, budget),
+      resume.TrainingState(model_run_dir, fingerprint, state, checkpoint, budget.elapsed_seconds),
       ProgressLog(),
   ]
   train_data = make_dataset(train_files, config, training=True)
@@ -462,26 +262,32 @@ def train(config: TrainingConfig, train_files, eval_files, model_run_dir: str,
   logging.info('Trainer: validation AUC %s; exporting the %s',
                ', '.join(f'{k}={v:.4f}' for k, v in candidates.items()), chosen.replace('_', ' '))
   return model, {'validation_auc': candidates, 'exported': chosen, 'resumed_from': resume_from,
+                 'base_model': base_model,
                  'epochs_trained': [e + 1 for e in history.epoch],
                  'training_seconds': budget.elapsed_seconds()}
 
 
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point (GenericExecutor)."""
-  config, export = from_trainer_custom_config(fn_args.custom_config or {})
-  fingerprint = training_fingerprint(fn_args.custom_config or {}, fn_args.train_files,
-                                     fn_args.eval_files)
+  custom_config = fn_args.custom_config or {}
+  config, export = from_trainer_custom_config(custom_config)
+  if custom_config.get(WARM_START_KEY) and not fn_args.base_model:
+    logging.info('Trainer: base model: none blessed yet; training starts from scratch')
+  # The base model is part of what makes a training the same one: a rerun from another base (or
+  # from none) does not resume this one.
+  fingerprint = resume.training_fingerprint(custom_config, fn_args.train_files,
+                                            fn_args.eval_files, fn_args.base_model)
   model, summary = train(
       config, fn_args.train_files, fn_args.eval_files, fn_args.model_run_dir, fingerprint,
-      resume_from=find_resumable(interrupted_model_runs(fn_args.model_run_dir), fingerprint))
+      resume_from=resume.find_resumable(resume.interrupted_model_runs(fn_args.model_run_dir),
+                                        fingerprint),
+      base_model=fn_args.base_model)
   serving.export(float32_copy(model, config.model), fn_args.transform_output,
                  fn_args.serving_model_dir, config.model, flip_average=export.flip_average)
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, SUMMARY_FILE), 'w') as f:
     json.dump({'parameters': model.count_params(), **summary, 'config': fn_args.custom_config},
               f, indent=2)
-  resume_dir = os.path.join(fn_args.model_run_dir, RESUME_DIR)
-  if tf.io.gfile.exists(resume_dir):
-    tf.io.gfile.rmtree(resume_dir)   # this training is done: nothing to resume
+  resume.finish(fn_args.model_run_dir)
 
 
 def read_summary(model_run_uri: str) -> Dict[str, Any]:

@@ -26,14 +26,17 @@ def run(data_paths: Sequence[str], pipeline_root: str, profile: configs.Profile,
         beam_pipeline_args: Sequence[str] = (),
         eval_count: int = constants.DEFAULT_EVAL_COUNT, split_seed: int = 0,
         enable_cache: bool = True, until: Optional[str] = None,
-        interrupted_trainer_runs: Sequence[int] = ()) -> None:
+        interrupted_trainer_runs: Sequence[int] = (), base_model: Optional[str] = None) -> None:
   """Runs the whole pipeline, or with `until` a component id, only that component and what it
   depends on (a partial run: e.g. the data stages alone). `interrupted_trainer_runs`: execution ids
-  of Trainer runs that never completed, newest first, for the Trainer to resume (models/training.py).
+  of Trainer runs that never completed, newest first, for the Trainer to resume (models/resume.py).
+  `base_model`: what the Trainer starts from (see create_pipeline).
   """
   pipeline_root = _absolute(pipeline_root)
   data_paths = [_absolute(p) for p in data_paths]
   serving_dir = _absolute(serving_dir)
+  if base_model not in (None, configs.LATEST_BLESSED):
+    base_model = _absolute(base_model)
   os.makedirs(pipeline_root, exist_ok=True)
   # The Trainer runs in this process: the environment is how it learns of them without a change
   # to its exec properties, which would defeat the cache.
@@ -50,4 +53,5 @@ def run(data_paths: Sequence[str], pipeline_root: str, profile: configs.Profile,
       beam_pipeline_args=beam_pipeline_args,
       metadata_connection_config=connection_config(pipeline_root),
       enable_cache=enable_cache,
+      base_model=base_model,
   ), run_options=tfx_pipeline.RunOptions(to_nodes=[until]) if until else None)

@@ -29,10 +29,16 @@ def create_pipeline(
     trainer_resources=None,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     enable_cache: bool = True,
+    base_model: Optional[str] = None,
 ) -> tfx.dsl.Pipeline:
   """ExampleGen -> statistics -> validation against the curated schema -> DataGate -> Transform
   -> PatchGen -> Trainer -> Evaluator (on the test split, against the latest blessed model) ->
   Pusher (to `serving_dir`, only when blessed).
+
+  `base_model`: the Trainer starts from this model's weights (TFX's base_model, so ML-Metadata
+  records it as the new model's parent): configs.LATEST_BLESSED, the latest blessed model, the one
+  the Evaluator compares with (none before the first blessing: the Trainer trains from scratch);
+  or a SavedModel folder, which an Importer registers.
 
   `beam_pipeline_args` apply to every Beam component; `component_beam_args` (component id -> args,
   see configs.component_beam_args) are added to the named ones. `trainer_resources` is a KFP
@@ -62,17 +68,27 @@ def create_pipeline(
                        patches_per_image=profile.patches.per_image,
                        patch_size=profile.patches.size, seed=profile.patches.seed
                        ).with_id(configs.PATCH_GEN)
-  trainer = tfx.components.Trainer(
-      run_fn=configs.RUN_FN,
-      examples=patch_gen.outputs['patches'],
-      transform_graph=transform.outputs['transform_graph'],
-      custom_config=settings.trainer_custom_config(profile.training, profile.export)
-  ).with_id(configs.TRAINER)
   latest_blessed_model = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
   ).with_id(configs.BASELINE_RESOLVER)
+  importers, base_model_channel = [], None
+  if base_model == configs.LATEST_BLESSED:
+    base_model_channel = latest_blessed_model.outputs['model']
+  elif base_model:
+    importers = [tfx.dsl.Importer(source_uri=base_model,
+                                  artifact_type=tfx.types.standard_artifacts.Model
+                                  ).with_id(configs.BASE_MODEL_IMPORTER)]
+    base_model_channel = importers[0].outputs['result']
+  trainer = tfx.components.Trainer(
+      run_fn=configs.RUN_FN,
+      examples=patch_gen.outputs['patches'],
+      transform_graph=transform.outputs['transform_graph'],
+      base_model=base_model_channel,
+      custom_config=settings.trainer_custom_config(profile.training, profile.export,
+                                                   warm_start=base_model is not None)
+  ).with_id(configs.TRAINER)
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
@@ -88,7 +104,7 @@ def create_pipeline(
   ).with_id(configs.PUSHER)
   components: List[tfx.dsl.components.base.base_node.BaseNode] = [
       example_gen, statistics_gen, schema_importer, example_validator, data_gate, transform,
-      patch_gen, trainer, latest_blessed_model, evaluator, pusher]
+      patch_gen, *importers, trainer, latest_blessed_model, evaluator, pusher]
   by_id = {component.id: component for component in components}
   for component_id, args in dict(component_beam_args).items():
     if not hasattr(by_id.get(component_id), 'with_beam_pipeline_args'):

@@ -9,9 +9,10 @@ import math
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 from sklearn import metrics as sk
 
-from models import vessel_metrics
+from models import patches, vessel_metrics
 from synthetic_drive import dataset
 
 # The published datasets: tests marked real_data skip without them, or fail the run with CI set.
@@ -82,6 +83,16 @@ def drive_copy(tiny_drive, tmp_path):
   copy = tmp_path / 'DRIVE'
   shutil.copytree(tiny_drive, copy)
   return copy
+
+
+def write_patches(path, count, size):
+  """`count` PatchGen-format patches whose vessels are the bright pixels, full FOV."""
+  rng = np.random.default_rng(0)
+  with tf.io.TFRecordWriter(str(path), options='GZIP') as writer:
+    for i in range(count):
+      label = (rng.random((size, size)) > 0.8).astype(np.uint8)
+      image = np.where(label > 0, 204, 51).astype(np.uint8)
+      writer.write(patches.encode(b'21', i, 0, image, label, np.ones((size, size), np.uint8)))
 
 
 def zip_folder(folder, zip_path, prefix='DRIVE/'):

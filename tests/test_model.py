@@ -7,7 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import model as model_lib
-from models import settings, training
+from models import augmentation, settings, training
 
 
 @pytest.mark.parametrize('architecture', [settings.UNET, settings.SINE_NET])
@@ -96,7 +96,7 @@ def test_augmentation_moves_image_label_and_fov_together():
   image = np.where(label > 0, 0.8, 0.2).astype(np.float32)
   seen = set()
   for seed in range(12):
-    aug_image, aug_label, aug_fov = (t.numpy() for t in training.augment(
+    aug_image, aug_label, aug_fov = (t.numpy() for t in augmentation.augment(
         tf.constant(image), tf.constant(label), tf.constant(fov), tf.constant([seed, 7])))
     # The jitter is monotonic, so vessel pixels stay the bright ones, wherever the geometry went.
     np.testing.assert_array_equal(aug_image > aug_image.mean(), aug_label > 0.5)
@@ -113,7 +113,7 @@ def test_zoom_keeps_image_and_label_aligned_and_borders_out_of_the_fov():
   zoom_only = settings.AugmentationConfig(max_zoom=1.5, contrast=0.0, brightness=0.0)
   shrunk = enlarged = 0
   for seed in range(20):
-    aug_image, aug_label, aug_fov = (t.numpy() for t in training.augment(
+    aug_image, aug_label, aug_fov = (t.numpy() for t in augmentation.augment(
         tf.constant(label), tf.constant(label), tf.constant(fov), tf.constant([seed, 3]), zoom_only))
     assert aug_image.shape == aug_label.shape == aug_fov.shape == (32, 32, 1)
     assert set(np.unique(aug_label)) <= {0.0, 1.0} and set(np.unique(aug_fov)) <= {0.0, 1.0}
@@ -136,7 +136,7 @@ def test_intensity_augmentation_changes_the_image_only_within_bounds():
                                        max_blur_sigma=1.0, max_noise_sigma=0.05)
   changes = []
   for seed in range(8):
-    aug_image, aug_label, aug_fov = (t.numpy() for t in training.augment(
+    aug_image, aug_label, aug_fov = (t.numpy() for t in augmentation.augment(
         tf.constant(image), tf.constant(label), tf.constant(fov), tf.constant([seed, 5]), strong))
     assert 0 <= aug_image.min() and aug_image.max() <= 1
     # Flips and turns only, for the label and FOV: same pixel counts.
@@ -147,12 +147,13 @@ def test_intensity_augmentation_changes_the_image_only_within_bounds():
 
 def test_blur_of_a_constant_is_the_constant_and_spreads_an_impulse():
   flat = tf.fill([9, 9, 1], 0.4)
-  np.testing.assert_allclose(training._blur(flat, tf.constant(1.0)).numpy(), 0.4, atol=1e-6)
+  np.testing.assert_allclose(augmentation._blur(flat, tf.constant(1.0)).numpy(), 0.4,
+                             atol=1e-6)
   impulse = np.zeros((9, 9, 1), np.float32)
   impulse[4, 4] = 1.0
-  blurred = training._blur(tf.constant(impulse), tf.constant(1.0)).numpy()
+  blurred = augmentation._blur(tf.constant(impulse), tf.constant(1.0)).numpy()
   assert blurred[4, 4] < 0.2 and blurred[4, 5] > 0.05 and blurred.sum() == pytest.approx(1.0, 1e-5)
-  np.testing.assert_allclose(training._blur(tf.constant(impulse), tf.constant(0.0)).numpy(),
+  np.testing.assert_allclose(augmentation._blur(tf.constant(impulse), tf.constant(0.0)).numpy(),
                              impulse, atol=1e-6)
 
 

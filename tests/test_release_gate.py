@@ -140,7 +140,8 @@ def test_report_shows_the_pictures_and_the_numbers_status_shows(demo_run, tmp_pa
 def test_status_shows_each_datasets_auc_and_the_verdict_in_one_line():
   row = history.Decision(
       run_id='run-1', evaluated_at='2026-12-01T00:00:00+00:00', state='COMPLETE', model_id=3,
-      model_uri='/m', baseline_model_id=None, metrics={'auc': 0.98}, auc_change=None,
+      model_uri='/m', parent_model_id=None, parent_model_uri=None, baseline_model_id=None,
+      metrics={'auc': 0.98}, auc_change=None,
       per_dataset_auc={'DRIVE': 0.981, 'STARE': 0.975}, per_image_auc={}, blessed=True, reasons=[],
       pushed_version='1', pushed_to='/serving/1', evaluation_uri='/e', examples_uri='/x')
   assert 'AUC per dataset: DRIVE 0.9810, STARE 0.9750' in status.format_table([row])

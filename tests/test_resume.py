@@ -48,7 +48,8 @@ def test_interrupted_trainer_runs_are_those_that_never_completed_newest_first(tm
 def _run_args(**overrides):
   return argparse.Namespace(**{
       'data': ['DRIVE'], 'profile': 'smoke', 'beam_args': [], 'eval_count': 4, 'split_seed': 0,
-      'no_cache': False, 'until': None, 'min_auc': None, 'max_auc_drop': None, **overrides})
+      'no_cache': False, 'until': None, 'min_auc': None, 'max_auc_drop': None, 'base_model': None,
+      **overrides})
 
 
 def test_a_run_hands_the_interrupted_trainer_runs_to_the_runner(tmp_path, monkeypatch, capsys):

@@ -13,25 +13,18 @@ import tensorflow as tf
 
 import tf_keras as keras
 
+from conftest import write_patches
 from models import model as model_lib
-from models import patches, settings, training
-
-
-def _write_patches(path, count, size):
-  rng = np.random.default_rng(0)
-  with tf.io.TFRecordWriter(str(path), options='GZIP') as writer:
-    for i in range(count):
-      label = (rng.random((size, size)) > 0.8).astype(np.uint8)
-      image = np.where(label > 0, 204, 51).astype(np.uint8)
-      writer.write(patches.encode(b'21', i, 0, image, label, np.ones((size, size), np.uint8)))
+from models import augmentation, patches, resume, settings, training
 
 
 @pytest.mark.parametrize('size', [8, 12])
 def test_batches_carry_image_and_label_with_fov_at_the_patches_own_size(size, tmp_path):
-  _write_patches(tmp_path / 'p.gz', 10, size)
+  write_patches(tmp_path / 'p.gz', 10, size)
   config = settings.TrainingConfig(batch_size=4)
   for is_training in (True, False):
-    image, y_true = next(iter(training.make_dataset([str(tmp_path / '*.gz')], config, is_training)))
+    image, y_true = next(iter(augmentation.make_dataset([str(tmp_path / '*.gz')], config,
+                                                        is_training)))
     assert image.shape == (4, size, size, 1) and y_true.shape == (4, size, size, 2)
     np.testing.assert_array_equal(y_true[..., 1], 1.0)
     # Augmentation keeps vessels the bright pixels (see test_model); validation is untouched.
@@ -42,7 +35,7 @@ def test_batches_carry_image_and_label_with_fov_at_the_patches_own_size(size, tm
 
 def test_empty_or_non_square_patch_files_are_a_clear_error(tmp_path):
   empty = tmp_path / 'empty.gz'
-  _write_patches(empty, 0, 8)
+  write_patches(empty, 0, 8)
   with pytest.raises(ValueError, match='no patches in'):
     patches.patch_size([str(empty)])
   with tf.io.TFRecordWriter(str(tmp_path / 'odd.gz'), options='GZIP') as writer:
@@ -53,7 +46,7 @@ def test_empty_or_non_square_patch_files_are_a_clear_error(tmp_path):
 
 def test_missing_patch_files_are_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match='no patch files match'):
-    training.make_dataset([str(tmp_path / '*.gz')], settings.TrainingConfig(), True)
+    augmentation.make_dataset([str(tmp_path / '*.gz')], settings.TrainingConfig(), True)
 
 
 # A model small enough to train in seconds on 8x8 patches whose vessels are the bright pixels.
@@ -62,13 +55,14 @@ _TINY = dict(batch_size=4, epochs=3, steps_per_epoch=5, validation_steps=3,
 
 
 def _train(tmp_path, **overrides):
-  _write_patches(tmp_path / 'train.gz', 40, 8)
-  _write_patches(tmp_path / 'eval.gz', 12, 8)
+  write_patches(tmp_path / 'train.gz', 40, 8)
+  write_patches(tmp_path / 'eval.gz', 12, 8)
   config = settings.TrainingConfig(**{**_TINY, **overrides})
   model, summary = training.train(config, [str(tmp_path / 'train.gz')], [str(tmp_path / 'eval.gz')],
                                   str(tmp_path / 'run'))
   exported_auc = training.validation_auc(
-      model, training.make_dataset([str(tmp_path / 'eval.gz')], config, False), config.validation_steps)
+      model, augmentation.make_dataset([str(tmp_path / 'eval.gz')], config, False),
+      config.validation_steps)
   return model, summary, exported_auc
 
 
@@ -118,12 +112,12 @@ training.train(config, [train_file], [eval_file], model_run_dir, fingerprint)
 
 
 def test_a_killed_training_resumes_after_its_last_epoch_with_the_same_settings(tmp_path):
-  _write_patches(tmp_path / 'train.gz', 40, 8)
-  _write_patches(tmp_path / 'eval.gz', 12, 8)
+  write_patches(tmp_path / 'train.gz', 40, 8)
+  write_patches(tmp_path / 'eval.gz', 12, 8)
   config = settings.TrainingConfig(**{**_TINY, 'epochs': 4, 'weight_average_momentum': 0.9})
   inputs = [str(tmp_path / 'train.gz')], [str(tmp_path / 'eval.gz')]
   custom_config = settings.trainer_custom_config(config, settings.ExportConfig())
-  fingerprint = training.training_fingerprint(custom_config, *inputs)
+  fingerprint = resume.training_fingerprint(custom_config, *inputs)
   killed = tmp_path / 'model_run' / '7'
   child = subprocess.Popen(
       [sys.executable, '-c', _STALLING_TRAINER, json.dumps(config.to_custom_config()),
@@ -131,7 +125,7 @@ def test_a_killed_training_resumes_after_its_last_epoch_with_the_same_settings(t
       env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
   try:
     deadline = time.monotonic() + 180
-    while (training.read_resume_state(str(killed)) or {}).get('epochs_done') != 2:
+    while (resume.read_resume_state(str(killed)) or {}).get('epochs_done') != 2:
       assert child.poll() is None and time.monotonic() < deadline, 'the child did not train'
       time.sleep(0.2)
   finally:
@@ -141,10 +135,10 @@ def test_a_killed_training_resumes_after_its_last_epoch_with_the_same_settings(t
   # Other settings (a different learning rate) or other inputs: nothing to resume.
   other = settings.trainer_custom_config(dataclasses.replace(config, learning_rate=1e-2),
                                          settings.ExportConfig())
-  assert training.find_resumable([str(killed)], training.training_fingerprint(other, *inputs)) is None
-  assert training.find_resumable([str(killed)], training.training_fingerprint(
+  assert resume.find_resumable([str(killed)], resume.training_fingerprint(other, *inputs)) is None
+  assert resume.find_resumable([str(killed)], resume.training_fingerprint(
       custom_config, [str(tmp_path / 'eval.gz')], inputs[1])) is None
-  resume_from = training.find_resumable([str(tmp_path / 'model_run' / '6'), str(killed)],
+  resume_from = resume.find_resumable([str(tmp_path / 'model_run' / '6'), str(killed)],
                                         fingerprint)
   assert resume_from == str(killed)
 
@@ -152,23 +146,23 @@ def test_a_killed_training_resumes_after_its_last_epoch_with_the_same_settings(t
   _, summary = training.train(config, *inputs, str(resumed), fingerprint, resume_from=resume_from)
   assert summary['epochs_trained'] == [3, 4] and summary['resumed_from'] == str(killed)
   # The optimizer went on from the killed run's step count, not from zero.
-  state = training.read_resume_state(str(resumed))
+  state = resume.read_resume_state(str(resumed))
   assert state['epochs_done'] == 4
-  checkpoint = tf.train.load_checkpoint(str(resumed / training.RESUME_DIR / state['checkpoint']))
+  checkpoint = tf.train.load_checkpoint(str(resumed / resume.RESUME_DIR / state['checkpoint']))
   assert checkpoint.get_tensor('optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE') == (
       4 * config.steps_per_epoch)
   assert (resumed / 'checkpoints' / training.BEST_WEIGHTS_FILE).exists()
   # Its time: the killed run's two epochs and its own two.
   assert summary['training_seconds'] >= state['training_seconds'] > 0
   # The killed run's state is consumed: a later rerun does not resume it a second time.
-  assert training.read_resume_state(str(killed)) is None
-  assert training.find_resumable([str(killed)], fingerprint) is None
+  assert resume.read_resume_state(str(killed)) is None
+  assert resume.find_resumable([str(killed)], fingerprint) is None
 
 
 def test_interrupted_runs_are_the_model_run_folders_of_the_executions_the_orchestrator_names(
     monkeypatch):
   monkeypatch.delenv(settings.INTERRUPTED_TRAINER_RUNS_ENV, raising=False)
-  assert training.interrupted_model_runs('/root/Trainer/model_run/12') == []
+  assert resume.interrupted_model_runs('/root/Trainer/model_run/12') == []
   monkeypatch.setenv(settings.INTERRUPTED_TRAINER_RUNS_ENV, '11,9')
-  assert training.interrupted_model_runs('/root/Trainer/model_run/12/') == [
+  assert resume.interrupted_model_runs('/root/Trainer/model_run/12/') == [
       '/root/Trainer/model_run/11', '/root/Trainer/model_run/9']

@@ -1,7 +1,7 @@
 """PatchGen executor: a Beam DoFn that cuts each preprocessed image's patches and writes them to a
 file of that image's own, so no stage ever holds more than the image at hand. The images are mixed
 where the patches are read: the Trainer draws from many image files at once
-(models/training.py, `make_dataset`)."""
+(models/augmentation.py, `make_dataset`)."""
 import collections
 import hashlib
 import json
