@@ -161,20 +161,22 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
     return {PROBABILITIES_KEY: tf.reshape(probabilities.to_tensor(), shape),
             constants.FOV_KEY: tf.reshape(fov.to_tensor(), shape)}
 
-  @tf.function(input_signature=[_IMAGES])
+  # No AutoGraph: the control flow here is explicit (tf.cond, tf.while_loop, tf.map_fn), and
+  # converting the tf_keras code the signatures call costs seconds per export.
+  @tf.function(input_signature=[_IMAGES], autograph=False)
   def serve(images):
     return serve_images(images, None)
 
-  @tf.function(input_signature=[_IMAGES, _FOVS])
+  @tf.function(input_signature=[_IMAGES, _FOVS], autograph=False)
   def serve_with_fov(images, fovs):
     return serve_images(images, fovs)
 
-  @tf.function(input_signature=[_EXAMPLES])
+  @tf.function(input_signature=[_EXAMPLES], autograph=False)
   def predict_examples(examples):
     probabilities, _ = source_maps(model.tft_layer(tf.io.parse_example(examples, raw_spec)))
     return {PROBABILITIES_KEY: probabilities.to_tensor()}
 
-  @tf.function(input_signature=[_EXAMPLES])
+  @tf.function(input_signature=[_EXAMPLES], autograph=False)
   def transform_features(examples):
     """The examples' own label and FOV maps, flattened: what TFMA scores predict_examples against
     (rows of a batch may differ in size: padded with FOV 0, which weighs nothing)."""

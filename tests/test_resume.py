@@ -19,7 +19,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from cli import history, run
 from cli.main import main
-from models import constants, settings, training
+from models import constants, resume, settings, training
 from pipeline import configs, local_runner
 from synthetic_drive import dataset
 
@@ -97,10 +97,10 @@ def test_a_killed_run_resumes_its_training_from_ml_metadata_and_ends_blessed(tmp
   argv = ['run', '--data', str(data), '--pipeline-root', str(root), '--profile', 'smoke',
           '--eval-count', '1', '--min-auc', '0.6', '--max-auc-drop', '0.05',
           '--serving-dir', str(serving_dir)]
-  # Written after each epoch (models/training.py, TrainingState): its first appearance says epoch
+  # Written after each epoch (models/resume.py, TrainingState): its first appearance says epoch
   # 1 has ended and epoch 2 is running.
-  states = str(root / configs.TRAINER / 'model_run' / '*' / training.RESUME_DIR /
-               training.RESUME_STATE_FILE)
+  states = str(root / configs.TRAINER / 'model_run' / '*' / resume.RESUME_DIR /
+               resume.RESUME_STATE_FILE)
   child_log = tmp_path / 'killed-run.out'
   with open(child_log, 'w') as log:
     child = subprocess.Popen([sys.executable, '-m', 'cli.main', *argv], stdout=log,
@@ -114,7 +114,7 @@ def test_a_killed_run_resumes_its_training_from_ml_metadata_and_ends_blessed(tmp
     os.killpg(child.pid, signal.SIGKILL)   # no chance to record anything: ML-Metadata says RUNNING
     child.wait()
   killed = pathlib.Path(found[0]).parents[1]
-  assert training.read_resume_state(str(killed))['epochs_done'] == 1, 'killed after epoch 2'
+  assert resume.read_resume_state(str(killed))['epochs_done'] == 1, 'killed after epoch 2'
 
   assert main(argv) == 0
   out, err = capsys.readouterr()
