@@ -1,4 +1,5 @@
 """Shared fixtures: small generated DRIVE-like datasets (the real ones: tests/real_data.py)."""
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -12,6 +13,7 @@ import pytest
 import tensorflow as tf
 from sklearn import metrics as sk
 
+from cli import history
 from models import patches, vessel_metrics
 from synthetic_drive import dataset
 
@@ -172,3 +174,14 @@ def vessel_maps(seed, sharpness=1.0, noise=1.5, height=292, width=282):
   predictions = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
   fov = ((rows - height / 2) ** 2 + (cols - width / 2) ** 2 < (height / 2) ** 2).astype(np.float32)
   return labels, predictions, fov
+
+
+def release_decision(**changes):
+  """A release decision as cli.history.decisions makes them: model 3 of run-1, trained from
+  scratch, blessed without a baseline, pushed as version 1; `changes` replace fields."""
+  return dataclasses.replace(history.Decision(
+      run_id='run-1', evaluated_at='2026-12-01T00:00:00+00:00', state='COMPLETE', model_id=3,
+      model_uri='/m', parent_model_id=None, parent_model_uri=None, baseline_model_id=None,
+      metrics={'auc': 0.98}, auc_change=None, per_dataset_auc={}, per_image_auc={}, blessed=True,
+      reasons=[], pushed_version='1', pushed_to='/serving/1', evaluation_uri='/e',
+      examples_uri='/x'), **changes)

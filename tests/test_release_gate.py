@@ -12,7 +12,7 @@ from PIL import Image
 
 from tfx.utils import path_utils
 
-from conftest import copy_run, sklearn_metrics
+from conftest import copy_run, release_decision, sklearn_metrics
 from models import constants, serving
 from cli import history, status, visualize
 from cli.main import main
@@ -138,12 +138,7 @@ def test_report_shows_the_pictures_and_the_numbers_status_shows(demo_run, tmp_pa
 
 
 def test_status_shows_each_datasets_auc_and_the_verdict_in_one_line():
-  row = history.Decision(
-      run_id='run-1', evaluated_at='2026-12-01T00:00:00+00:00', state='COMPLETE', model_id=3,
-      model_uri='/m', parent_model_id=None, parent_model_uri=None, baseline_model_id=None,
-      metrics={'auc': 0.98}, auc_change=None,
-      per_dataset_auc={'DRIVE': 0.981, 'STARE': 0.975}, per_image_auc={}, blessed=True, reasons=[],
-      pushed_version='1', pushed_to='/serving/1', evaluation_uri='/e', examples_uri='/x')
+  row = release_decision(per_dataset_auc={'DRIVE': 0.981, 'STARE': 0.975})
   assert 'AUC per dataset: DRIVE 0.9810, STARE 0.9750' in status.format_table([row])
   assert status.verdict(row) == 'model 3 BLESSED (test FOV AUC 0.9800); pushed as version 1 to /serving/1'
   rejected = dataclasses.replace(row, blessed=False, reasons=['auc 0.9800 is below the required 0.9900'],
@@ -153,11 +148,7 @@ def test_status_shows_each_datasets_auc_and_the_verdict_in_one_line():
 
 
 def test_require_blessed_passes_only_when_the_latest_run_blessed_its_model(tmp_path, capsys):
-  blessed = history.Decision(
-      run_id='run-1', evaluated_at='2026-12-01T00:00:00+00:00', state='COMPLETE', model_id=3,
-      model_uri='/m', baseline_model_id=None, metrics={'auc': 0.98}, auc_change=None,
-      per_dataset_auc={}, per_image_auc={}, blessed=True, reasons=[], pushed_version='1',
-      pushed_to='/serving/1', evaluation_uri='/e', examples_uri='/x')
+  blessed = release_decision()
   assert status.blessed_verdict([blessed], 'run-1') == (
       'run run-1: model 3 BLESSED (test FOV AUC 0.9800); pushed as version 1 to /serving/1')
   rejected = dataclasses.replace(

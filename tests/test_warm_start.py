@@ -17,7 +17,7 @@ from tfx.utils import path_utils
 
 from cli import history, report, run, status
 from cli.main import main, parse_args
-from conftest import copy_run, write_patches
+from conftest import copy_run, release_decision, write_patches
 from models import model as model_lib
 from models import resume, serving, settings, training, warm_start
 from pipeline import configs, local_runner
@@ -215,19 +215,9 @@ def test_the_command_line_takes_a_base_model_and_fine_tunes_by_default(tmp_path,
           in capsys.readouterr().err)
 
 
-def _decision(**overrides):
-  return history.Decision(**{
-      'run_id': 'run-1', 'evaluated_at': '2026-12-01T00:00:00+00:00', 'state': 'COMPLETE',
-      'model_id': 9, 'model_uri': '/m', 'parent_model_id': None, 'parent_model_uri': None,
-      'baseline_model_id': None, 'metrics': {'auc': 0.98}, 'auc_change': None,
-      'per_dataset_auc': {}, 'per_image_auc': {}, 'blessed': True, 'reasons': [],
-      'pushed_version': '1', 'pushed_to': '/serving/1', 'evaluation_uri': '/e',
-      'examples_uri': '/x', **overrides})
-
-
 def test_status_and_report_show_each_models_parent():
-  scratch = _decision()
-  tuned = _decision(model_id=12, parent_model_id=9, parent_model_uri='/root/Trainer/model/9',
+  scratch = release_decision(model_id=9)
+  tuned = release_decision(model_id=12, parent_model_id=9, parent_model_uri='/root/Trainer/model/9',
                     baseline_model_id=9, pushed_version='2')
   table = status.format_table([scratch, tuned])
   header = table.splitlines()[0].split()
