@@ -72,7 +72,7 @@ def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo
   assert main(['status', '--pipeline-root', str(root), '--require-blessed']) == 1
   out, err = capsys.readouterr()
   assert out == '' and err == (f'retina-tfx: error: run {second.run_id}: {status.verdict(second)}: '
-                               f'{second.reasons[0]}\n')
+                               f'{"; ".join(second.reasons)}\n')
 
   # The report of a named run, not the latest one: the first model's, blessed.
   assert main(['report', '--pipeline-root', str(root), '--run', first.run_id, '-o',
