@@ -7,11 +7,14 @@ import zipfile
 
 import math
 
+import apache_beam as beam
 import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 from sklearn import metrics as sk
+from tensorflow_model_analysis.evaluators import metrics_plots_and_validations_evaluator
 
 from cli import history
 from models import patches, vessel_metrics
@@ -185,3 +188,15 @@ def release_decision(**changes):
       metrics={'auc': 0.98}, auc_change=None, per_dataset_auc={}, per_image_auc={}, blessed=True,
       reasons=[], pushed_version='1', pushed_to='/serving/1', evaluation_uri='/e',
       examples_uri='/x'), **changes)
+
+
+def gate_evaluation(extracts, config):
+  """TFMA's evaluation of whole-map extracts (labels, predictions and FOV weights already in them)
+  as the Evaluator runs it after the model: each image reduced to its histograms, sliced, then
+  metrics and validations. A PTransform: its output is TFMA's dict of PCollections."""
+  evaluator = metrics_plots_and_validations_evaluator.MetricsPlotsAndValidationsEvaluator(
+      eval_config=config)
+  return (beam.Create(extracts)
+          | vessel_metrics.HistogramsExtractor(config).ptransform
+          | tfma.extractors.SliceKeyExtractor(eval_config=config).ptransform
+          | evaluator.ptransform)

@@ -3,13 +3,12 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis.evaluators import metrics_plots_and_validations_evaluator
 from tensorflow_model_analysis.evaluators import metrics_validator
 from tensorflow_model_analysis.metrics import metric_types
 
 from cli import history
-from conftest import vessel_maps
-from models import constants, vessel_metrics
+from conftest import gate_evaluation, vessel_maps
+from models import constants
 from pipeline import eval_config
 
 OVERALL = ()
@@ -70,13 +69,8 @@ def _evaluate(tmp_path, noise):
           tfma.PREDICTIONS_KEY: {model: m[1].reshape(-1) for model, m in maps.items()},
           tfma.FEATURES_KEY: {DATASET: np.array([dataset.encode()]),
                               'image_id': np.array([str(seed).encode()])}})
-  evaluator = metrics_plots_and_validations_evaluator.MetricsPlotsAndValidationsEvaluator(
-      eval_config=config)
   with beam.Pipeline() as pipeline:
-    _ = (pipeline | beam.Create(extracts)
-         | vessel_metrics.HistogramsExtractor(config).ptransform
-         | tfma.extractors.SliceKeyExtractor(eval_config=config).ptransform
-         | evaluator.ptransform
+    _ = (pipeline | gate_evaluation(extracts, config)
          | tfma.writers.MetricsPlotsAndValidationsWriter(
              output_paths={key: str(tmp_path / key) for key in (
                  tfma.METRICS_KEY, tfma.PLOTS_KEY, tfma.VALIDATIONS_KEY)},

@@ -10,9 +10,8 @@ import pyarrow as pa
 import pytest
 import tensorflow_model_analysis as tfma
 from apache_beam.testing import util as beam_util
-from tensorflow_model_analysis.evaluators import metrics_plots_and_validations_evaluator
 
-from conftest import sklearn_metrics, vessel_maps
+from conftest import gate_evaluation, sklearn_metrics, vessel_maps
 from models import vessel_metrics as vm
 from pipeline import eval_config
 
@@ -122,13 +121,8 @@ def test_tfma_computes_the_same_metrics_overall_and_per_slice():
     for slice_key, values in computed.items():
       _assert_same(values, expected[slice_key])
 
-  evaluator = metrics_plots_and_validations_evaluator.MetricsPlotsAndValidationsEvaluator(
-      eval_config=config)
   with beam.Pipeline() as pipeline:
-    results = (pipeline | beam.Create(extracts)
-               | vm.HistogramsExtractor(config).ptransform
-               | tfma.extractors.SliceKeyExtractor(eval_config=config).ptransform
-               | evaluator.ptransform)
+    results = pipeline | gate_evaluation(extracts, config)
     beam_util.assert_that(results['metrics'], check)
 
 
