@@ -1,5 +1,5 @@
 """Transform's preprocessing_fn: one row per image of any size, resampled to the training scale
-(the train split's mean FOV width), standardised with dataset-level FOV statistics."""
+(the train split's median FOV width), standardised with dataset-level FOV statistics."""
 import tempfile
 
 import numpy as np
@@ -77,13 +77,16 @@ def test_images_at_the_training_scale_keep_their_pixels_and_share_dataset_statis
     np.testing.assert_array_equal(_decoded(row, constants.FOV_KEY), fov / 255)
 
 
-def test_images_of_other_scales_and_sizes_in_one_batch_are_resampled_to_the_mean_fov_width():
-  # FOV widths 40, 44 (within 10 %: kept) and 120 (3x: resampled), of three different sizes.
-  images = [_fundus(0, 48, 50, radius=20), _fundus(1, 50, 46, radius=22),
-            _fundus(2, 130, 150, radius=60)]
+def test_images_of_other_scales_and_sizes_in_one_batch_are_resampled_to_the_median_fov_width():
+  # FOV widths ~46 (the median), ~44 (within 10 %: kept), ~40 (resampled up), ~120 and ~124
+  # (resampled down), of five different sizes. The mean, ~75, would resample every image.
+  images = [_fundus(0, 48, 52, radius=20), _fundus(1, 50, 46, radius=22),
+            _fundus(3, 52, 56, radius=23), _fundus(2, 130, 150, radius=60),
+            _fundus(4, 134, 140, radius=62)]
   transformed = _transform(_rows(images, _labels(images)))
   widths = [float((fov > 0).any(axis=0).sum()) for _, fov in images]
-  reference = np.mean(widths)
+  reference = float(np.median(widths))
+  assert sum(abs(reference / width - 1) <= transform.SCALE_TOLERANCE for width in widths) == 2
   for row, (rgb, fov), width in zip(transformed, images, widths):
     assert row[transform.REFERENCE_FOV_WIDTH_KEY] == pytest.approx(reference)
     assert (row[transform.SOURCE_HEIGHT_KEY], row[transform.SOURCE_WIDTH_KEY]) == fov.shape
