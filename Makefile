@@ -24,12 +24,16 @@ demo: $(VENV)/.installed
 	test -d $(DEMO_DIR)/data || $(VENV)/bin/retina-tfx make-demo-data $(DEMO_DIR)/data
 	$(VENV)/bin/retina-tfx run --data $(DEMO_DIR)/data --pipeline-root $(DEMO_DIR)/pipeline_root
 
+# In parallel, a worker per core (at most 4): the tests that share the demo pipeline run go to one
+# worker (tests/conftest.py), which runs it once.
+PYTEST := $(VPY) -m pytest -q -n auto --maxprocesses 4 --dist loadgroup
+
 test: $(VENV)/.installed
-	$(VPY) -m pytest -q tests
+	$(PYTEST) tests
 
 # For inner loops: no pipeline runs (the real-data reader tests still run).
 test-fast: $(VENV)/.installed
-	$(VPY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 venv: $(VENV)/.installed
 

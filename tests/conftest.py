@@ -58,10 +58,12 @@ def demo_data(demo_drive, tmp_path_factory):
 
 
 def pytest_collection_modifyitems(items):
-  """Every test on a pipeline run is slow, whether it shares demo_run or runs its own."""
+  """Every test on a pipeline run is slow, whether it shares demo_run or runs its own. Under
+  pytest-xdist (`make test`), the tests that share demo_run go to one worker, which runs it once."""
   for item in items:
     if 'demo_run' in item.fixturenames:
       item.add_marker(pytest.mark.slow)
+      item.add_marker(pytest.mark.xdist_group('demo_run'))
 
 
 @pytest.fixture(scope='session')

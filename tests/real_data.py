@@ -5,14 +5,15 @@ They live in $RETINA_REAL_DATA, else ../shared/data beside the repository (never
 publishers ship them. Where a dataset's folder is missing, its tests skip and the run ends with a
 line counting them. With CI set, a missing folder stops the run after collection, before any test
 has run, with one line naming it: CI has the data, so its absence there is a broken machine, not a
-pass.
+pass. Under pytest-xdist (`make test -n`) the controller, which collects no tests, asks for every
+dataset before the workers start.
 """
 import os
 
 import pytest
 
 DATASETS = ('DRIVE', 'STARE', 'CHASE_DB1', 'HRF')
-_SKIPPED = pytest.StashKey[dict]()   # node id -> the missing folders it was skipped for
+_NOT_FOUND = 'real data not found: '   # a skipped test's reason, then the folders
 
 
 def root() -> str:
@@ -35,26 +36,35 @@ def _missing(item) -> list:
   return [path(name) for name in sorted(needed) if not os.path.isdir(path(name))]
 
 
+def _fail_in_ci(folders, tests: str) -> None:
+  if folders and os.environ.get('CI'):
+    raise pytest.UsageError(f'real data missing (CI is set): {", ".join(folders)}; {tests}; set '
+                            'RETINA_REAL_DATA')
+
+
+def pytest_sessionstart(session):
+  """The xdist controller: its workers collect, so it cannot tell which datasets they need."""
+  config = session.config
+  if getattr(config.option, 'numprocesses', None) and not hasattr(config, 'workerinput'):
+    _fail_in_ci(sorted(path(name) for name in DATASETS if not os.path.isdir(path(name))),
+                'tests in parallel (-n) need every dataset')
+
+
 def pytest_collection_finish(session):
   """Runs on the selected tests only (after -m and -k), so a run without real-data tests never
   asks for the data."""
   missing = {item: folders for item in session.items if (folders := _missing(item))}
-  if not missing:
-    return
   folders = sorted({folder for item_folders in missing.values() for folder in item_folders})
-  if os.environ.get('CI'):
-    raise pytest.UsageError(f'real data missing (CI is set): {", ".join(folders)}; tests that '
-                            f'need it: {len(missing)}; set RETINA_REAL_DATA')
+  _fail_in_ci(folders, f'tests that need it: {len(missing)}')
   for item, item_folders in missing.items():
-    item.add_marker(pytest.mark.skip(reason=f'real data not found: {", ".join(item_folders)}'))
-  session.config.stash[_SKIPPED] = {item.nodeid: item_folders
-                                    for item, item_folders in missing.items()}
+    item.add_marker(pytest.mark.skip(reason=_NOT_FOUND + ', '.join(item_folders)))
 
 
 def pytest_terminal_summary(terminalreporter, config):
-  missing = config.stash.get(_SKIPPED, {})
-  skipped = [r for r in terminalreporter.stats.get('skipped', []) if r.nodeid in missing]
-  if skipped:
-    folders = sorted({folder for r in skipped for folder in missing[r.nodeid]})
-    terminalreporter.write_line(f'real-data tests skipped: {len(skipped)} (not found: '
+  """From the skip reasons, which reach an xdist controller too."""
+  reasons = [r.longrepr[2] for r in terminalreporter.stats.get('skipped', [])
+             if isinstance(r.longrepr, tuple) and _NOT_FOUND in r.longrepr[2]]
+  if reasons:
+    folders = sorted({f for reason in reasons for f in reason.split(_NOT_FOUND, 1)[1].split(', ')})
+    terminalreporter.write_line(f'real-data tests skipped: {len(reasons)} (not found: '
                                 f'{", ".join(folders)}; set RETINA_REAL_DATA, or CI to fail)')

@@ -83,6 +83,24 @@ def test_without_ci_a_missing_dataset_skips_its_tests_and_the_run_counts_them(ru
       f'SKIPPED * test_example.py:9: real data not found: {tmp_path}/data/HRF'])
 
 
+def test_in_parallel_with_ci_the_controller_asks_for_every_dataset_before_any_test(run, tmp_path):
+  result, _ = run(['DRIVE'], True, '-n', '2')
+  assert result.ret == pytest.ExitCode.USAGE_ERROR
+  assert result.stderr.str().strip() == (
+      f'ERROR: real data missing (CI is set): {tmp_path}/data/CHASE_DB1, {tmp_path}/data/HRF, '
+      f'{tmp_path}/data/STARE; tests in parallel (-n) need every dataset; set RETINA_REAL_DATA')
+  assert 'passed' not in result.stdout.str()   # no worker started
+
+
+def test_in_parallel_without_ci_the_workers_skips_are_counted(run, tmp_path):
+  result, _ = run(['STARE'], False, '-n', '2')
+  assert result.ret == pytest.ExitCode.OK
+  result.assert_outcomes(passed=1, skipped=2)
+  result.stdout.fnmatch_lines([
+      f'real-data tests skipped: 2 (not found: {tmp_path}/data/DRIVE, {tmp_path}/data/HRF; '
+      'set RETINA_REAL_DATA, or CI to fail)'])
+
+
 def test_with_the_data_present_every_test_runs(run):
   result, _ = run(['DRIVE', 'HRF', 'STARE'], True)
   result.assert_outcomes(passed=3)
