@@ -8,7 +8,10 @@ setuptools.setup(
     python_requires='>=3.10',
     packages=setuptools.find_packages(include=['pipeline*', 'components*', 'models*', 'schemas*',
                                                'cli*', 'synthetic_drive*']),
-    package_data={'schemas': ['*.pbtxt']},
+    package_data={'schemas': ['*.pbtxt'],
+                  # The shipped model: a TF Serving folder (SavedModel files in <version>/).
+                  'models': ['shipped_model/*.md', 'shipped_model/*/*.pb',
+                             'shipped_model/*/variables/*', 'shipped_model/*/assets.extra/*']},
     # Versions are pinned by constraints.txt; tfx itself is installed there with --no-deps because it
     # declares Requires-Python <3.11 while working on 3.11.
     install_requires=[

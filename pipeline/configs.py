@@ -17,6 +17,11 @@ LOCK_FILE = 'run.lock'              # held by the one run at a time, inside the 
 SERVING_DIR = 'serving_model'       # blessed models' TF Serving folder, next to the pipeline root
 DEFAULT_MAX_AUC_DROP = 0.002        # how far below the latest blessed model a new model may score
 LATEST_BLESSED = 'latest-blessed'   # `run --base-model`: start from the latest blessed model
+SHIPPED = 'shipped'                 # `run --base-model`: start from the model the project ships
+# The model the project ships (models/shipped_model/MODEL_CARD.md: its data and how to reproduce
+# it), a TF Serving folder: predict and evaluate use it when no --model is given.
+SHIPPED_MODEL_DIR = os.path.join(os.path.dirname(constants.__file__), 'shipped_model')
+BASE_MODEL_DIR = 'base_models'      # imported base models, inside the pipeline root (see cli/run.py)
 
 # Component ids: the names ML-Metadata records each component's runs under.
 EXAMPLE_GEN = 'FundusExampleGen'
