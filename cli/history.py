@@ -117,7 +117,7 @@ class Decision:
   model_uri: str
   parent_model_id: Optional[int]      # the base model its training started from, if any
   parent_model_uri: Optional[str]
-  baseline_model_id: Optional[int]    # the latest blessed model it was compared with, if any
+  baseline_model_id: Optional[int]    # compared with: the latest blessed or an imported base model
   metrics: Dict[str, float]           # overall slice, FOV-weighted
   auc_change: Optional[float]         # AUC minus the baseline's AUC
   per_dataset_auc: Dict[str, float]   # dataset -> FOV-weighted AUC of its test images

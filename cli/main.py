@@ -2,10 +2,10 @@
 
   retina-tfx make-demo-data OUT                write a synthetic dataset (DRIVE's layout, or another's)
   retina-tfx run --data PATH ...               run the pipeline locally (LocalDagRunner, SQLite MLMD)
-  retina-tfx run --data NEW --base-model M     fine-tune a model (M: latest-blessed or a SavedModel)
+  retina-tfx run --data NEW --base-model M     fine-tune a model (latest-blessed, shipped or a path)
   retina-tfx show-preprocessing IMAGE -o PNG   picture every preprocessing step of one image
-  retina-tfx predict --model DIR --input ...   vessel probability maps for image files
-  retina-tfx evaluate --model M --data D ...   a model on datasets' test images, per dataset
+  retina-tfx predict --input ... --output DIR  vessel maps for image files (the shipped model)
+  retina-tfx evaluate --data D ...             a model on datasets' test images, per dataset
   retina-tfx benchmark --data DRIVE --output D run on DRIVE and score the model on its test images
   retina-tfx benchmark-gate --pipeline-root R  replay the latest Evaluator run: wall time, peak RSS
   retina-tfx benchmark-scale --output DIR      cost per component as the dataset grows: time, RSS, disk
@@ -45,10 +45,12 @@ def _add_pipeline_arguments(parser, default_profile: str) -> None:
                            f'{configs.FINETUNE_PROFILE}: from a base model (default '
                            f'{default_profile}, {configs.FINETUNE_PROFILE} with --base-model)')
   parser.set_defaults(default_profile=default_profile)
-  parser.add_argument('--base-model', metavar=f'{configs.LATEST_BLESSED}|PATH',
+  parser.add_argument('--base-model', metavar=f'{configs.LATEST_BLESSED}|{configs.SHIPPED}|PATH',
                       help="start training from this model's weights: the pipeline root's latest "
-                           'blessed model (from scratch while there is none), or a SavedModel '
-                           'folder, or a serving folder of numbered versions (the latest is used)')
+                           'blessed model (from scratch while there is none), the model the '
+                           'project ships, or a SavedModel folder, or a serving folder of numbered '
+                           'versions (the latest is used); an imported model is also the gate\'s '
+                           'baseline')
   parser.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT,
                       help='training images held out for validation')
   parser.add_argument('--split-seed', type=int, default=0, help='seed of the eval hold-out choice')
@@ -132,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
   scale.set_defaults(command='benchmark_scale')
 
   pred = commands.add_parser('predict', help='vessel probability maps for image files')
-  pred.add_argument('--model', required=True,
-                    help='a SavedModel, or a serving folder of numbered versions (latest is used)')
+  pred.add_argument('--model', default=configs.SHIPPED_MODEL_DIR,
+                    help='a SavedModel, or a serving folder of numbered versions (latest is used); '
+                         'default: the model the project ships (models/shipped_model)')
   pred.add_argument('--input', nargs='+', required=True, help='image files and/or folders')
   pred.add_argument('--output', required=True, help='folder for the <stem>.png or .npy maps')
   pred.add_argument('--format', choices=constants.MAP_FORMATS, default=constants.MAP_FORMATS[0],
@@ -146,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 
   ev = commands.add_parser('evaluate', help="score an exported model on datasets' test images "
                            '(or all their images), per dataset and pooled, with the gate\'s metrics')
-  ev.add_argument('--model', required=True,
-                  help='a SavedModel, or a serving folder of numbered versions (latest is used)')
+  ev.add_argument('--model', default=configs.SHIPPED_MODEL_DIR,
+                  help='a SavedModel, or a serving folder of numbered versions (latest is used); '
+                       'default: the model the project ships (models/shipped_model)')
   ev.add_argument('--data', nargs='+', required=True,
                   help='datasets: DRIVE, STARE, CHASE_DB1, HRF as published, or images/ + labels/')
   ev.add_argument('--all', action='store_true', help='every image, not only the test splits')

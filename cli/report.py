@@ -108,7 +108,9 @@ def _decision_html(decision: history.Decision) -> str:
       'REJECTED', '<span class="bad">REJECTED</span>')
   if decision.reasons:
     verdict += ':<ul>' + ''.join(f'<li>{html.escape(r)}</li>' for r in decision.reasons) + '</ul>'
-  baseline = (f'compared with blessed model {decision.baseline_model_id}'
+  baseline_kind = ('its base model' if decision.baseline_model_id == decision.parent_model_id
+                   else 'blessed model')
+  baseline = (f'compared with {baseline_kind} {decision.baseline_model_id}'
               + (f' (AUC change {decision.auc_change:+.4f})' if decision.auc_change is not None else '')
               if decision.baseline_model_id is not None else 'no blessed model before it: '
               'judged by the absolute AUC bound alone')

@@ -2,10 +2,14 @@
 its artifacts, the release decision and the report."""
 import dataclasses
 import datetime
+import hashlib
 import logging
 import os
+import shutil
 import sys
 from typing import List, Optional
+
+from tfx.utils import path_utils
 
 from cli import console, history, predict, report, status
 from pipeline import configs, local_runner
@@ -18,12 +22,35 @@ def profile_of(args) -> configs.Profile:
   return dataclasses.replace(configs.PROFILES[args.profile], **gate)
 
 
-def base_model_of(args) -> Optional[str]:
-  """--base-model as the pipeline takes it: latest-blessed, or the SavedModel folder it names (of a
-  serving folder, the latest version)."""
+def base_model_of(args, pipeline_root: str) -> Optional[str]:
+  """--base-model as the pipeline takes it: latest-blessed, or the model the Importer registers: the
+  SavedModel it names (shipped: the project's; a serving folder: its latest version), staged."""
   if args.base_model in (None, configs.LATEST_BLESSED):
     return args.base_model
-  return predict.resolve_saved_model(args.base_model)
+  path = configs.SHIPPED_MODEL_DIR if args.base_model == configs.SHIPPED else args.base_model
+  return stage_base_model(predict.resolve_saved_model(path), pipeline_root)
+
+
+def stage_base_model(saved_model: str, pipeline_root: str) -> str:
+  """A copy of `saved_model` laid out as a Trainer's model (<folder>/Format-Serving), the layout in
+  which TFX's Evaluator reads it as the baseline. The folder is named after the content, so the same
+  model is imported once, however often it is named, and a changed one is a new artifact."""
+  digest = hashlib.sha256()
+  for folder, subfolders, names in os.walk(saved_model):
+    subfolders.sort()
+    for name in sorted(names):
+      path = os.path.join(folder, name)
+      digest.update(os.path.relpath(path, saved_model).encode())
+      with open(path, 'rb') as content:
+        digest.update(content.read())
+  staged = os.path.join(os.path.abspath(pipeline_root), configs.BASE_MODEL_DIR,
+                        digest.hexdigest()[:16])
+  if not os.path.exists(staged):
+    partial = staged + '.partial'   # a copy cut short is never taken for the model
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(saved_model, path_utils.serving_model_dir(partial))
+    os.rename(partial, staged)
+  return staged
 
 
 def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[history.NodeRun]]:
@@ -32,11 +59,12 @@ def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[hi
   run lock (cli/run_lock.py)."""
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   log_path = os.path.join(os.path.abspath(pipeline_root), configs.LOG_DIR, f'run-{stamp}.log')
-  base_model = base_model_of(args)
+  base_model = base_model_of(args, pipeline_root)
   print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
         f'  pipeline root: {os.path.abspath(pipeline_root)}\n  full log: {log_path}')
   if base_model:
-    print(f'  base model: {base_model}')
+    print(f'  base model: {args.base_model}' + ('' if base_model == args.base_model
+                                               else f' (imported as {base_model})'))
   interrupted = (history.interrupted_executions(history.open_store(pipeline_root), configs.TRAINER)
                  if os.path.exists(configs.metadata_path(pipeline_root)) else [])
   if interrupted:

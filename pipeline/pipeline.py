@@ -38,7 +38,9 @@ def create_pipeline(
   `base_model`: the Trainer starts from this model's weights (TFX's base_model, so ML-Metadata
   records it as the new model's parent): configs.LATEST_BLESSED, the latest blessed model, the one
   the Evaluator compares with (none before the first blessing: the Trainer trains from scratch);
-  or a SavedModel folder, which an Importer registers.
+  or a model folder (<folder>/Format-Serving/saved_model.pb, see cli/run.stage_base_model), which
+  an Importer registers and the Evaluator then takes as the baseline instead of the latest blessed
+  model.
 
   `beam_pipeline_args` apply to every Beam component; `component_beam_args` (component id -> args,
   see configs.component_beam_args) are added to the named ones. `trainer_resources` is a KFP
@@ -92,7 +94,8 @@ def create_pipeline(
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
-      baseline_model=latest_blessed_model.outputs['model'],
+      # A fine-tuned model answers to the model it was tuned from, on every dataset's slice.
+      baseline_model=base_model_channel if importers else latest_blessed_model.outputs['model'],
       eval_config=eval_config.eval_config(profile.min_auc, profile.max_auc_drop),
       example_splits=[constants.TEST_SPLIT],
       module_path=configs.EVALUATOR_MODULE).with_id(configs.EVALUATOR)

@@ -15,7 +15,7 @@ from ml_metadata import metadata_store
 from tfx.dsl.compiler import compiler
 from tfx.utils import path_utils
 
-from cli import history, report, run, status
+from cli import history, predict, report, run, status
 from cli.main import main, parse_args
 from conftest import copy_run, release_decision, write_patches
 from models import model as model_lib
@@ -161,19 +161,25 @@ def _trainer_and_importer(base_model):
       trainer.parameters.parameters['custom_config'].field_value.string_value)
   inputs = trainer.inputs.inputs
   channels = list(inputs['base_model'].channels) if 'base_model' in inputs else []
-  return channels, nodes.get(configs.BASE_MODEL_IMPORTER), custom_config[settings.WARM_START_KEY]
+  [baseline] = nodes[configs.EVALUATOR].inputs.inputs['baseline_model'].channels
+  return (channels, nodes.get(configs.BASE_MODEL_IMPORTER), custom_config[settings.WARM_START_KEY],
+          baseline.producer_node_query.id)
 
 
-def test_the_pipeline_hands_the_trainer_its_base_model():
-  channels, importer, warm = _trainer_and_importer(None)
+def test_the_pipeline_hands_the_trainer_its_base_model_and_the_evaluator_its_baseline():
+  channels, importer, warm, baseline = _trainer_and_importer(None)
   assert channels == [] and importer is None and not warm
+  assert baseline == configs.BASELINE_RESOLVER
   # The resolver the Evaluator's baseline comes from; optional, so a first run trains from scratch.
-  channels, importer, warm = _trainer_and_importer(configs.LATEST_BLESSED)
+  channels, importer, warm, baseline = _trainer_and_importer(configs.LATEST_BLESSED)
   assert [(c.producer_node_query.id, c.output_key) for c in channels] == [
       (configs.BASELINE_RESOLVER, 'model')] and importer is None and warm
-  channels, importer, warm = _trainer_and_importer('/models/serving/3')
+  assert baseline == configs.BASELINE_RESOLVER
+  # An imported model is the baseline too: a fine-tuned model answers to the one it came from.
+  channels, importer, warm, baseline = _trainer_and_importer('/models/serving/3')
   assert [(c.producer_node_query.id, c.output_key) for c in channels] == [
       (configs.BASE_MODEL_IMPORTER, 'result')] and warm
+  assert baseline == configs.BASE_MODEL_IMPORTER
   parameters = importer.parameters.parameters
   assert parameters['artifact_uri'].field_value.string_value == '/models/serving/3'
   assert importer.outputs.outputs['result'].artifact_spec.type.name == 'Model'
@@ -183,7 +189,7 @@ def test_the_command_line_takes_a_base_model_and_fine_tunes_by_default(tmp_path,
                                                                         capsys):
   args = parse_args(['run', '--data', 'D', '--base-model', configs.LATEST_BLESSED])
   assert (args.base_model, args.profile) == (configs.LATEST_BLESSED, configs.FINETUNE_PROFILE)
-  assert run.base_model_of(args) == configs.LATEST_BLESSED
+  assert run.base_model_of(args, str(tmp_path / 'root')) == configs.LATEST_BLESSED
   assert parse_args(['run', '--data', 'D', '--base-model', 'M', '--profile', 'drive']
                     ).profile == 'drive'
   assert parse_args(['run', '--data', 'D']).profile == configs.DEFAULT_PROFILE
@@ -194,20 +200,34 @@ def test_the_command_line_takes_a_base_model_and_fine_tunes_by_default(tmp_path,
   assert finetune.epochs * finetune.steps_per_epoch < min(
       configs.PROFILES[p].training.epochs * configs.PROFILES[p].training.steps_per_epoch
       for p in ('demo', 'drive'))
-  # A serving folder: its highest version (numerically); a SavedModel folder: itself.
+  # A serving folder: its highest version (numerically); a SavedModel folder: itself. Either is
+  # staged as a Trainer's model (<folder>/Format-Serving), named by its content.
   for version in (1, 2, 10):
-    (tmp_path / 'serving' / str(version)).mkdir(parents=True)
-    (tmp_path / 'serving' / str(version) / 'saved_model.pb').touch()
+    (tmp_path / 'serving' / str(version) / 'variables').mkdir(parents=True)
+    (tmp_path / 'serving' / str(version) / 'saved_model.pb').write_text(f'model {version}')
+  root = str(tmp_path / 'root')
   args = parse_args(['run', '--data', 'D', '--base-model', str(tmp_path / 'serving')])
-  assert run.base_model_of(args) == str(tmp_path / 'serving' / '10')
+  staged = run.base_model_of(args, root)
+  assert os.path.dirname(staged) == os.path.join(root, configs.BASE_MODEL_DIR)
+  assert sorted(os.listdir(path_utils.serving_model_dir(staged))) == ['saved_model.pb', 'variables']
+  assert open(os.path.join(path_utils.serving_model_dir(staged), 'saved_model.pb')).read() == (
+      'model 10')
+  args.base_model = str(tmp_path / 'serving' / '10')
+  assert run.base_model_of(args, root) == staged
   args.base_model = str(tmp_path / 'serving' / '2')
-  assert run.base_model_of(args) == args.base_model
-  handed, root = {}, str(tmp_path / 'root')
+  second = run.base_model_of(args, root)
+  assert second != staged and sorted(os.listdir(os.path.dirname(staged))) == sorted(
+      os.path.basename(p) for p in (staged, second))
+  shipped = run.base_model_of(parse_args(['run', '--data', 'D', '--base-model', configs.SHIPPED]),
+                              root)
+  assert sorted(os.listdir(path_utils.serving_model_dir(shipped))) == sorted(
+      os.listdir(predict.resolve_saved_model(configs.SHIPPED_MODEL_DIR)))
+  handed = {}
   monkeypatch.setattr(local_runner, 'run', lambda *args, **kwargs: handed.update(kwargs) or
                       metadata_store.MetadataStore(local_runner.connection_config(root)))
   assert run.run_pipeline(args, root, str(tmp_path / 'serving')) == []
-  assert handed['base_model'] == args.base_model
-  assert f'  base model: {args.base_model}\n' in capsys.readouterr().out
+  assert handed['base_model'] == second
+  assert f'  base model: {args.base_model} (imported as {second})\n' in capsys.readouterr().out
   # Anything else stops the run before it starts.
   assert main(['run', '--data', str(tmp_path), '--pipeline-root', str(tmp_path / 'root'),
                '--base-model', str(tmp_path / 'nothing')]) == 1
@@ -229,8 +249,10 @@ def test_status_and_report_show_each_models_parent():
           in report._decision_html(tuned))
 
 
-def test_a_run_from_the_latest_blessed_model_records_it_as_the_parent(demo_run, demo_data, tmp_path,
-                                                                      capsys):
+def test_a_run_from_an_imported_model_records_it_as_parent_and_baseline(demo_run, demo_data,
+                                                                        tmp_path, capsys):
+  """Fine-tuning a pushed model (`run --base-model PATH`): before, the Evaluator had no baseline
+  for a model that came from a path."""
   root = copy_run(demo_run, tmp_path)
   store = history.open_store(str(root))
   [first] = history.decisions(store)
@@ -249,15 +271,23 @@ def test_a_run_from_the_latest_blessed_model_records_it_as_the_parent(demo_run, 
   smoke = configs.PROFILES['smoke']
   one_step = dataclasses.replace(smoke, training=dataclasses.replace(
       smoke.training, epochs=1, steps_per_epoch=1))
-  local_runner.run(demo_data, str(root), one_step, str(root.parent / configs.SERVING_DIR),
-                   eval_count=1, base_model=configs.LATEST_BLESSED)
+  pushed = str(root.parent / configs.SERVING_DIR)
+  staged = run.base_model_of(parse_args(['run', '--data', 'D', '--base-model', pushed]), str(root))
+  imported = warm_start.base_weights(path_utils.serving_model_dir(staged))
+  assert imported.keys() == weights.keys()
+  for name, value in weights.items():
+    np.testing.assert_array_equal(imported[name], value)
+  local_runner.run(demo_data, str(root), one_step, pushed, eval_count=1, base_model=staged)
   store = history.open_store(str(root))
   first_again, second = history.decisions(store)
   assert first_again == first and first.parent_model_id is None
-  assert (second.parent_model_id, second.parent_model_uri) == (first.model_id, first.model_uri)
-  assert second.baseline_model_id == first.model_id
+  assert second.parent_model_uri == staged and second.parent_model_id not in (None, first.model_id)
+  # The Evaluator compared the new model with its parent, per dataset too.
+  assert second.baseline_model_id == second.parent_model_id and second.auc_change is not None
   summary = training.read_summary(history.latest_output(store, configs.TRAINER, 'model_run'))
-  assert summary['base_model'] == base and summary['config'][settings.WARM_START_KEY]
+  assert summary['base_model'] == path_utils.serving_model_dir(staged)
+  assert summary['config'][settings.WARM_START_KEY]
   assert main(['status', '--pipeline-root', str(root)]) == 0
   table = capsys.readouterr().out
-  assert re.search(rf'\s{second.model_id}\s+{first.model_id}\s+{first.model_id}\s', table), table
+  assert re.search(rf'\s{second.model_id}\s+{second.parent_model_id}\s+{second.parent_model_id}\s',
+                   table), table
