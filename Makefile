@@ -31,7 +31,8 @@ PYTEST := $(VPY) -m pytest -q -n auto --maxprocesses 4 --dist loadgroup
 test: $(VENV)/.installed
 	$(PYTEST) tests
 
-# For inner loops: no pipeline runs (the real-data reader tests still run).
+# For inner loops: no pipeline runs, no model trained or scoring whole datasets (the real-data
+# reader tests still run).
 test-fast: $(VENV)/.installed
 	$(PYTEST) -m "not slow" tests
 

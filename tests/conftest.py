@@ -7,7 +7,13 @@ import zipfile
 
 import math
 
-import apache_beam as beam
+# Under pytest-xdist each worker's TensorFlow (and its child processes') gets its share of the
+# cores: with a pool per worker as wide as the machine, the pools' spinning threads fight.
+if os.environ.get('PYTEST_XDIST_WORKER_COUNT'):
+  os.environ.setdefault('TF_NUM_INTRAOP_THREADS', str(max(
+      1, (os.cpu_count() or 1) // int(os.environ['PYTEST_XDIST_WORKER_COUNT']))))
+
+import apache_beam as beam  # pylint: disable=wrong-import-position
 import cv2
 import numpy as np
 import pytest
@@ -57,6 +63,7 @@ def demo_data(demo_drive, tmp_path_factory):
   return [str(demo_drive), str(stare)]
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
   """Every test on a pipeline run is slow, whether it shares demo_run or runs its own. Under
   pytest-xdist (`make test`), the tests that share demo_run go to one worker, which runs it once."""

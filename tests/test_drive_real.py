@@ -75,9 +75,10 @@ def test_real_drive_is_ingested_losslessly(tmp_path):
 
 
 def _test_images(folder, count):
-  """A DRIVE folder of the first `count` real test images, every file of each (links)."""
-  for name in sorted(glob.glob(os.path.join(REAL_DRIVE, 'test', '*', '*'))):
-    if int(os.path.basename(name)[:2]) <= count:
+  """A DRIVE folder of the first `count` real test images and two training images (DRIVE's layout
+  needs both folders, the eval hold-out one image), every file of each (links)."""
+  for name in sorted(glob.glob(os.path.join(REAL_DRIVE, '*', '*', '*'))):
+    if int(os.path.basename(name)[:2]) in (*range(1, count + 1), 21, 22):
       link = os.path.join(folder, os.path.relpath(name, REAL_DRIVE))
       os.makedirs(os.path.dirname(link), exist_ok=True)
       os.symlink(name, link)

@@ -13,6 +13,7 @@ from cli.main import main
 from components.fundus_example_gen import files, layouts, source
 from conftest import sklearn_metrics
 from models import constants, vessel_metrics
+from pipeline import configs
 from synthetic_drive import dataset as synthetic
 
 
@@ -30,16 +31,17 @@ def model_dir(demo_run):
   return path_utils.serving_model_path(decision.model_uri)
 
 
-def test_evaluate_scores_each_dataset_and_all_pooled_like_sklearn(model_dir, other_datasets,
-                                                                  tmp_path, capsys):
+@pytest.mark.slow
+def test_evaluate_scores_each_dataset_and_all_pooled_like_sklearn(other_datasets, tmp_path, capsys):
   out = tmp_path / 'eval'
-  assert main(['evaluate', '--model', model_dir, '--data', *map(str, other_datasets), '--all',
-               '-o', str(out)]) == 0
+  # Without --model: the shipped model.
+  assert main(['evaluate', '--data', *map(str, other_datasets), '--all', '-o', str(out)]) == 0
   printed = capsys.readouterr().out
   result = json.loads((out / 'evaluation.json').read_text())
   assert list(result['datasets']) == ['HRF', 'STARE', 'all datasets'] and result['all_images']
+  assert result['model'] == predict.resolve_saved_model(configs.SHIPPED_MODEL_DIR)
 
-  model = predict.VesselModel(model_dir)
+  model = predict.VesselModel(configs.SHIPPED_MODEL_DIR)
   pixels = {}
   for record in layouts.list_datasets([str(p) for p in other_datasets]):
     decoded = source.decode_record(record)

@@ -1,5 +1,6 @@
-"""The release gate: the FOV-pixel AUC on the test split (TFMA), blessing against the latest
-blessed model, pushing only blessed models, and what `status` and `report` show of it."""
+"""The release gate: the FOV-pixel AUC on the test split (TFMA), blessing against the baseline (the
+latest blessed model, or an imported base model), pushing only blessed models, and what `status`
+and `report` show of it."""
 import dataclasses
 import json
 import os
@@ -13,9 +14,9 @@ from PIL import Image
 from tfx.utils import path_utils
 
 from conftest import copy_run, release_decision, sklearn_metrics
-from models import constants, serving
-from cli import history, status, visualize
-from cli.main import main
+from models import constants, serving, settings, training
+from cli import history, run, status, visualize
+from cli.main import main, parse_args
 from pipeline import configs, local_runner
 
 SMOKE = configs.PROFILES['smoke']
@@ -29,8 +30,8 @@ def _versions(serving_dir):
   return sorted(os.listdir(serving_dir)) if os.path.isdir(serving_dir) else []
 
 
-def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo_data, tmp_path,
-                                                                  capsys):
+def test_first_model_is_blessed_and_pushed_and_a_worse_one_fine_tuned_from_it_is_not(
+    demo_run, demo_data, tmp_path, capsys):
   serving_dir = demo_run.parent / configs.SERVING_DIR
   [first] = _decisions(demo_run)
   assert first.blessed and first.baseline_model_id is None and first.reasons == []
@@ -38,16 +39,27 @@ def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo
   assert first.pushed_version == '1' and _versions(serving_dir) == ['1']
   assert (serving_dir / '1' / 'saved_model.pb').exists()
 
-  # A model trained for one step, judged against the first: no absolute bound, only the change.
+  # The first model fine-tuned (`run --base-model PATH`: imported from its serving folder) for one
+  # step at a learning rate that wrecks it. Its parent, the imported model, is its baseline too
+  # (before, a model from a path had none): no absolute bound, only the change.
   root = copy_run(demo_run, tmp_path)
-  one_step = dataclasses.replace(SMOKE, min_auc=0.0, training=dataclasses.replace(
-      SMOKE.training, epochs=1, steps_per_epoch=1))
-  local_runner.run(demo_data, str(root), one_step, str(root.parent / configs.SERVING_DIR),
-                   eval_count=1)
+  serving_copy = str(root.parent / configs.SERVING_DIR)
+  staged = run.base_model_of(parse_args(['run', '--data', 'D', '--base-model', serving_copy]),
+                             str(root))
+  wrecked = dataclasses.replace(SMOKE, min_auc=0.0, training=dataclasses.replace(
+      SMOKE.training, epochs=1, steps_per_epoch=1, learning_rate=1.0))
+  local_runner.run(demo_data, str(root), wrecked, serving_copy, eval_count=1, base_model=staged)
   first_again, second = _decisions(root)
-  assert first_again == first
-  assert not second.blessed and second.baseline_model_id == first.model_id
+  assert first_again == first and first.parent_model_id is None
+  assert second.parent_model_uri == staged and second.parent_model_id not in (None, first.model_id)
+  assert second.baseline_model_id == second.parent_model_id
+  summary = training.read_summary(history.latest_output(history.open_store(str(root)),
+                                                        configs.TRAINER, 'model_run'))
+  assert summary['base_model'] == path_utils.serving_model_dir(staged)
+  assert summary['config'][settings.WARM_START_KEY]
+  assert not second.blessed
   assert second.metrics['auc'] < first.metrics['auc'] - SMOKE.max_auc_drop
+  # The baseline is the first model's export, scored again on the same test examples.
   assert second.auc_change == pytest.approx(second.metrics['auc'] - first.metrics['auc'], abs=1e-6)
   # Pooled and, as the one-step model is worse everywhere, on each dataset of the demo data.
   overall, *per_dataset = sorted(second.reasons)
@@ -60,7 +72,8 @@ def test_first_model_is_blessed_and_pushed_and_a_worse_one_is_not(demo_run, demo
   assert main(['status', '--pipeline-root', str(root)]) == 0
   table = capsys.readouterr().out
   assert re.search(rf'\s{first.model_id}\s+-\s.*BLESSED\s+{first.pushed_version}', table), table
-  assert re.search(rf'\s{second.model_id}\s+{first.model_id}\s.*REJECTED\s+-', table), table
+  parent = second.parent_model_id
+  assert re.search(rf'\s{second.model_id}\s+{parent}\s+{parent}\s.*REJECTED\s+-', table), table
   assert f'why: {second.reasons[0]}' in table
   assert main(['status', '--pipeline-root', str(root), '--json']) == 0
   listed = json.loads(capsys.readouterr().out)

@@ -289,22 +289,25 @@ def test_not_a_model_is_a_clear_error(tmp_path, capsys):
   assert 'neither a SavedModel nor a serving folder' in capsys.readouterr().err
 
 
-def test_an_image_and_its_3x_upsampled_copy_give_maps_that_agree(signatures, demo_drive):
+def test_an_image_and_its_3x_upsampled_copy_give_maps_that_agree(demo_drive):
   """The transform graph brings both to the training scale: the network sees nearly the same
-  pixels, and the big map, shrunk back, is the small one (scores included)."""
+  pixels, and the big map, shrunk back, is the small one (scores included). The shipped model's
+  scale (919 px) lies between the two (~540 and ~1,620 px): one is enlarged, the other shrunk."""
+  serve = tf.saved_model.load(predict.resolve_saved_model(configs.SHIPPED_MODEL_DIR)).signatures[
+      serving.SERVE]
   rgb = _fundus(demo_drive)
   label = np.asarray(Image.open(demo_drive / 'test/1st_manual/01_manual1.gif').convert('L')) > 127
   big = cv2.resize(rgb, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
-  small_out, big_out = (signatures[1][serving.SERVE](images=tf.constant([_encode(image, 'PNG')]))
-                        for image in (rgb, big))
+  small_out, big_out = (serve(images=tf.constant([_encode(image, 'PNG')])) for image in (rgb, big))
   small_map = small_out[serving.PROBABILITIES_KEY][0].numpy()
   big_map = big_out[serving.PROBABILITIES_KEY][0].numpy()
   assert big_map.shape == big.shape[:2] and big_out[constants.FOV_KEY].shape == (1, *big.shape[:2])
   back = cv2.resize(big_map, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_AREA)
   inside = small_out[constants.FOV_KEY][0].numpy() > 0.5
-  assert np.abs(back - small_map)[inside].mean() < 0.03
+  # Measured: maps 0.0045 apart on average, AUC 0.9861 vs 0.9854.
+  assert np.abs(back - small_map)[inside].mean() < 0.01
   assert roc_auc_score(label[inside], back[inside]) == pytest.approx(
-      roc_auc_score(label[inside], small_map[inside]), abs=0.01)
+      roc_auc_score(label[inside], small_map[inside]), abs=0.002)
 
 
 # Serves a small image, then a decompression bomb, in a fresh process: its peak memory tells
@@ -352,11 +355,11 @@ def test_a_map_predicted_in_tiles_equals_the_whole_window_s(architecture, depth)
   predict = lambda image: network(image[tf.newaxis, ..., tf.newaxis], training=False)[0, ..., 0]
   image = tf.constant(np.random.default_rng(0).random((208, 272)), tf.float32)
   whole = predict(image).numpy()
-  # As exported: traced once for any window size.
+  # As exported: traced once for any window size, without AutoGraph.
   margin = serving.TILE_MARGIN_STRIDES * model_stride(config)
   in_graph = tf.function(lambda window: serving.predict_in_tiles(
       predict, window, margin, tile_side=64),
-      input_signature=[tf.TensorSpec([None, None], tf.float32)])
+      input_signature=[tf.TensorSpec([None, None], tf.float32)], autograph=False)
   tiled = in_graph(image).numpy()
   assert tiled.shape == whole.shape
   np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)

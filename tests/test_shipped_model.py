@@ -3,6 +3,7 @@ signatures and model settings this code serves and fine-tunes, and still finding
 demo data, so it cannot go stale unnoticed."""
 import os
 
+import pytest
 import tensorflow as tf
 from PIL import Image
 
@@ -40,6 +41,7 @@ def test_its_signatures_serve_and_its_weights_fit_the_fine_tuning_model():
   warm_start.load_base_weights(model_lib.build_model(config), config, path)
 
 
+@pytest.mark.slow
 def test_it_finds_the_vessels_of_the_demo_data_and_predict_uses_it_by_default(demo_data, tmp_path):
   scores = benchmark.score_test_images(predict.VesselModel(configs.SHIPPED_MODEL_DIR), demo_data)
   assert scores['auc_roc'] >= MIN_DEMO_AUC, scores

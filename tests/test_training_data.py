@@ -66,6 +66,7 @@ def _train(tmp_path, **overrides):
   return model, summary, exported_auc
 
 
+@pytest.mark.slow
 def test_without_averaging_the_best_validation_epoch_is_exported(tmp_path):
   _, summary, exported_auc = _train(tmp_path)
   assert summary['exported'] == training.BEST_EPOCH
@@ -73,6 +74,7 @@ def test_without_averaging_the_best_validation_epoch_is_exported(tmp_path):
   assert exported_auc == pytest.approx(summary['validation_auc'][training.BEST_EPOCH], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_with_averaging_the_better_of_best_epoch_and_average_is_exported(tmp_path):
   _, summary, exported_auc = _train(tmp_path, weight_average_momentum=0.9)
   candidates = summary['validation_auc']
@@ -111,6 +113,7 @@ training.train(config, [train_file], [eval_file], model_run_dir, fingerprint)
 '''
 
 
+@pytest.mark.slow
 def test_a_killed_training_resumes_after_its_last_epoch_with_the_same_settings(tmp_path):
   write_patches(tmp_path / 'train.gz', 40, 8)
   write_patches(tmp_path / 'eval.gz', 12, 8)

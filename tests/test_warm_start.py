@@ -5,7 +5,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import types
 
 import numpy as np
@@ -17,7 +16,7 @@ from tfx.utils import path_utils
 
 from cli import history, predict, report, run, status
 from cli.main import main, parse_args
-from conftest import copy_run, release_decision, write_patches
+from conftest import release_decision, write_patches
 from models import model as model_lib
 from models import resume, serving, settings, training, warm_start
 from pipeline import configs, local_runner
@@ -51,6 +50,7 @@ def _trainable(model):
   return {w.name.split(':')[0]: w.numpy() for w in model.trainable_weights}
 
 
+@pytest.mark.slow
 def test_a_warm_start_begins_with_the_base_models_weights(tmp_path):
   base = _export_base(tmp_path / 'serving', dataclasses.replace(_TINY_MODEL, dropout=0.1))
   config = settings.TrainingConfig(**_TINY, learning_rate=1e-6)
@@ -70,6 +70,7 @@ def test_a_warm_start_begins_with_the_base_models_weights(tmp_path):
   assert max(np.abs(value - base[name]).max() for name, value in fresh.items()) > 0.3
 
 
+@pytest.mark.slow
 def test_a_base_model_of_another_architecture_is_a_clear_error(tmp_path):
   _export_base(tmp_path / 'serving', dataclasses.replace(_TINY_MODEL, base_filters=8), version=1)
   config = settings.TrainingConfig(**_TINY)
@@ -97,6 +98,7 @@ def test_a_base_model_of_another_architecture_is_a_clear_error(tmp_path):
     warm_start.saved_model_dir(str(tmp_path / 'nothing' / 'Format-Serving'))
 
 
+@pytest.mark.slow
 def test_a_resumed_warm_start_keeps_its_own_state(tmp_path):
   base = _export_base(tmp_path / 'serving', _TINY_MODEL)
   base_model = str(tmp_path / 'serving' / '1')
@@ -249,45 +251,15 @@ def test_status_and_report_show_each_models_parent():
           in report._decision_html(tuned))
 
 
-def test_a_run_from_an_imported_model_records_it_as_parent_and_baseline(demo_run, demo_data,
-                                                                        tmp_path, capsys):
-  """Fine-tuning a pushed model (`run --base-model PATH`): before, the Evaluator had no baseline
-  for a model that came from a path."""
-  root = copy_run(demo_run, tmp_path)
-  store = history.open_store(str(root))
+def test_the_warm_start_reads_an_exported_model_s_own_weights(demo_run):
+  """Those of the best epoch (the smoke profile keeps no weight average). A run fine-tuned from a
+  pushed model, with its parent as the gate's baseline: test_release_gate.py."""
+  store = history.open_store(str(demo_run))
   [first] = history.decisions(store)
-  base = path_utils.serving_model_path(first.model_uri)
-  # The exported SavedModel's weights, as the warm start reads them, are the model's own: the
-  # best epoch's (the smoke profile keeps no weight average).
   exported = model_lib.build_model(configs.PROFILES['smoke'].training.model)
   exported.load_weights(os.path.join(history.latest_output(store, configs.TRAINER, 'model_run'),
                                      'checkpoints', training.BEST_WEIGHTS_FILE))
-  weights = warm_start.base_weights(base)
+  weights = warm_start.base_weights(path_utils.serving_model_path(first.model_uri))
   assert list(weights) == [w.name.split(':')[0] for w in exported.weights]
   for weight in exported.weights:
     np.testing.assert_array_equal(weights[weight.name.split(':')[0]], weight.numpy())
-
-  # One training step: what it starts from is the point, not where it gets.
-  smoke = configs.PROFILES['smoke']
-  one_step = dataclasses.replace(smoke, training=dataclasses.replace(
-      smoke.training, epochs=1, steps_per_epoch=1))
-  pushed = str(root.parent / configs.SERVING_DIR)
-  staged = run.base_model_of(parse_args(['run', '--data', 'D', '--base-model', pushed]), str(root))
-  imported = warm_start.base_weights(path_utils.serving_model_dir(staged))
-  assert imported.keys() == weights.keys()
-  for name, value in weights.items():
-    np.testing.assert_array_equal(imported[name], value)
-  local_runner.run(demo_data, str(root), one_step, pushed, eval_count=1, base_model=staged)
-  store = history.open_store(str(root))
-  first_again, second = history.decisions(store)
-  assert first_again == first and first.parent_model_id is None
-  assert second.parent_model_uri == staged and second.parent_model_id not in (None, first.model_id)
-  # The Evaluator compared the new model with its parent, per dataset too.
-  assert second.baseline_model_id == second.parent_model_id and second.auc_change is not None
-  summary = training.read_summary(history.latest_output(store, configs.TRAINER, 'model_run'))
-  assert summary['base_model'] == path_utils.serving_model_dir(staged)
-  assert summary['config'][settings.WARM_START_KEY]
-  assert main(['status', '--pipeline-root', str(root)]) == 0
-  table = capsys.readouterr().out
-  assert re.search(rf'\s{second.model_id}\s+{second.parent_model_id}\s+{second.parent_model_id}\s',
-                   table), table
