@@ -15,7 +15,7 @@ LOG_DIR = 'logs'                    # full logs of local runs, inside the pipeli
 REPORT_DIR = 'report'               # the latest run's report, inside the pipeline root
 LOCK_FILE = 'run.lock'              # held by the one run at a time, inside the pipeline root
 SERVING_DIR = 'serving_model'       # blessed models' TF Serving folder, next to the pipeline root
-DEFAULT_MAX_AUC_DROP = 0.002        # how far below the latest blessed model a new model may score
+DEFAULT_MAX_AUC_DROP = 0.002        # how far below its baseline (pooled, per dataset) a model may score
 LATEST_BLESSED = 'latest-blessed'   # `run --base-model`: start from the latest blessed model
 SHIPPED = 'shipped'                 # `run --base-model`: start from the model the project ships
 # The model the project ships (models/shipped_model/MODEL_CARD.md: its data and how to reproduce

@@ -5,7 +5,7 @@ They live in $RETINA_REAL_DATA, else ../shared/data beside the repository (never
 publishers ship them. Where a dataset's folder is missing, its tests skip and the run ends with a
 line counting them. With CI set, a missing folder stops the run after collection, before any test
 has run, with one line naming it: CI has the data, so its absence there is a broken machine, not a
-pass. Under pytest-xdist (`make test -n`) the controller, which collects no tests, asks for every
+pass. Under pytest-xdist (`make test`) the controller, which collects no tests, asks for every
 dataset before the workers start.
 """
 import os
