@@ -46,7 +46,7 @@ def format_table(rows: List[history.Decision]) -> str:
           f'{name} {auc:.4f}' for name, auc in row.per_dataset_auc.items()))
     lines += [f'    why: {reason}' for reason in row.reasons]
   lines.append('metrics: per pixel inside the FOV on the test split (TFMA); '
-               '"vs": the blessed model it was compared with;\n'
+               '"vs": the model it was compared with (the latest blessed, or the imported base);\n'
                '"parent": the base model its training started from (run --base-model)')
   return '\n'.join(lines)
 

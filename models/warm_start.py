@@ -28,13 +28,11 @@ class BaseModelMismatchError(ValueError):
 
 
 def saved_model_dir(base_model: str) -> str:
-  """The SavedModel folder of fn_args.base_model. TFX hands the Trainer <Model artifact>/
-  Format-Serving; a SavedModel imported from a path (the Importer's artifact) is the artifact's
-  folder itself."""
-  for candidate in (base_model, os.path.dirname(base_model.rstrip('/'))):
-    if tf.io.gfile.exists(os.path.join(candidate, 'saved_model.pb')):
-      return candidate
-  raise ValueError(f'base model {base_model}: no SavedModel there')
+  """fn_args.base_model, checked: TFX hands the Trainer <Model artifact>/Format-Serving, where an
+  imported model is too (cli/run.stage_base_model lays it out so)."""
+  if not tf.io.gfile.exists(os.path.join(base_model, 'saved_model.pb')):
+    raise ValueError(f'base model {base_model}: no SavedModel there')
+  return base_model
 
 
 def base_weights(saved_model: str) -> Dict[str, np.ndarray]:

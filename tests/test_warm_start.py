@@ -54,8 +54,9 @@ def _trainable(model):
 def test_a_warm_start_begins_with_the_base_models_weights(tmp_path):
   base = _export_base(tmp_path / 'serving', dataclasses.replace(_TINY_MODEL, dropout=0.1))
   config = settings.TrainingConfig(**_TINY, learning_rate=1e-6)
-  # TFX hands the Trainer <artifact>/Format-Serving; an imported SavedModel is the artifact itself.
-  imported = str(tmp_path / 'serving' / '1' / 'Format-Serving')
+  # TFX hands the Trainer <artifact>/Format-Serving, where `run --base-model PATH` stages the model.
+  imported = path_utils.serving_model_dir(run.stage_base_model(str(tmp_path / 'serving' / '1'),
+                                                               str(tmp_path / 'root')))
   model, summary = training.train(config, *_patches(tmp_path), str(tmp_path / 'run'),
                                   base_model=imported)
   assert summary['base_model'] == imported
