@@ -6,9 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-from tfx.utils import path_utils
 
-from cli import history, predict
+from cli import predict
 from cli.main import main
 from components.fundus_example_gen import files, layouts, source
 from conftest import sklearn_metrics
@@ -23,12 +22,6 @@ def other_datasets(tmp_path_factory):
   synthetic.generate(str(root / 'STARE'), seed=4, layout='stare', count=4, height=200, width=230)
   synthetic.generate(str(root / 'HRF'), seed=4, layout='hrf', count=3, height=180, width=270)
   return [root / 'STARE', root / 'HRF']
-
-
-@pytest.fixture(scope='module')
-def model_dir(demo_run):
-  [decision] = history.decisions(history.open_store(str(demo_run)))
-  return path_utils.serving_model_path(decision.model_uri)
 
 
 @pytest.mark.slow
@@ -61,8 +54,12 @@ def test_evaluate_scores_each_dataset_and_all_pooled_like_sklearn(other_datasets
   assert page.count('<figure>') == 7 and (out / 'overlay_STARE_im0001.png').exists()
 
 
+# The tests that pass --model give the shipped model's serving folder: any exported model serves
+# them, and this one needs no pipeline run.
+@pytest.mark.slow
 def test_evaluate_without_all_scores_the_test_splits_and_bad_data_is_one_line(
-    model_dir, other_datasets, tmp_path, capsys):
+    other_datasets, tmp_path, capsys):
+  model_dir = configs.SHIPPED_MODEL_DIR
   assert main(['evaluate', '--model', model_dir, '--data', str(other_datasets[0]),
                '-o', str(tmp_path / 'a')]) == 0
   result = json.loads((tmp_path / 'a' / 'evaluation.json').read_text())
@@ -75,8 +72,10 @@ def test_evaluate_without_all_scores_the_test_splits_and_bad_data_is_one_line(
   assert error.startswith('retina-tfx: error: ') and 'Traceback' not in error
 
 
-def test_a_refused_image_is_named_at_the_end_after_the_others_are_scored(model_dir, other_datasets,
-                                                                         tmp_path, capsys):
+@pytest.mark.slow
+def test_a_refused_image_is_named_at_the_end_after_the_others_are_scored(other_datasets, tmp_path,
+                                                                         capsys):
+  model_dir = configs.SHIPPED_MODEL_DIR
   stare = tmp_path / 'STARE'
   shutil.copytree(other_datasets[0], stare)
   culprit = stare / 'stare-images/im0002.ppm.gz'

@@ -33,6 +33,13 @@ def saved_model(demo_run):
 
 
 @pytest.fixture(scope='module')
+def shipped_model():
+  """For the tests of predict, which any exported model serves: the shipped one needs no pipeline
+  run, so they run beside the tests that share demo_run (make test's longest worker)."""
+  return predict.resolve_saved_model(configs.SHIPPED_MODEL_DIR)
+
+
+@pytest.fixture(scope='module')
 def signatures(saved_model):
   loaded = tf.saved_model.load(saved_model)
   return loaded, loaded.signatures
@@ -154,15 +161,17 @@ def test_tfma_and_transform_signatures_take_serialized_examples(signatures, demo
                                   predicted[serving.PROBABILITIES_KEY][i, :pixels])
 
 
-def test_predict_cli_writes_maps_and_overlays_for_tiff_and_png(saved_model, demo_drive, tmp_path,
-                                                              capsys):
+@pytest.mark.slow
+def test_predict_cli_writes_maps_and_overlays_for_tiff_and_png(shipped_model, demo_drive,
+                                                              tmp_path, capsys):
   serving_base = tmp_path / 'serving'
   for version in ('1', '7'):  # a pushed serving folder: the latest version must be used
-    shutil.copytree(saved_model, serving_base / version)
+    shutil.copytree(shipped_model, serving_base / version)
   inputs = tmp_path / 'in'
   inputs.mkdir()
   shutil.copy(demo_drive / 'test/images/01_test.tif', inputs)
-  Image.fromarray(_fundus(demo_drive, 'test/images/02_test.tif')[:300, :280]).save(inputs / 'crop.png')
+  crop = _fundus(demo_drive, 'test/images/02_test.tif')[:300, :280]
+  Image.fromarray(crop).save(inputs / 'crop.png')
   (inputs / 'broken.png').write_bytes(b'not a png')
   bad = {inputs / 'broken.png': 'cannot be decoded as an image', **bad_inputs.hostile_files(inputs)}
   out = tmp_path / 'out'
@@ -207,10 +216,11 @@ def test_predict_with_fov_masks_takes_each_image_s_own_mask_not_the_computed_fov
   assert (given[window] > 0.5).any()
 
 
+@pytest.mark.slow
 def test_predict_formats_store_the_signature_output_and_png16_and_npy_keep_its_auc(
-    saved_model, demo_drive, tmp_path):
+    shipped_model, demo_drive, tmp_path):
   image = str(demo_drive / 'test/images/01_test.tif')
-  model = predict.VesselModel(saved_model)
+  model = predict.VesselModel(shipped_model)
   probabilities, _ = model.predict(files.encode_png(predict.read_image(image)))
   for map_format in constants.MAP_FORMATS:
     predict.predict_files(model, [image], str(tmp_path / map_format), map_format=map_format,
@@ -236,13 +246,14 @@ class _RecordingModel(predict.VesselModel):
     return super().predict(image, fov_png)
 
 
+@pytest.mark.slow
 def test_predict_feeds_decode_images_pixels_uncompressed_and_writes_the_same_maps(
-    saved_model, demo_drive, tmp_path):
+    shipped_model, demo_drive, tmp_path):
   rgb = _fundus(demo_drive, 'test/images/02_test.tif')[:300, :281]
   twelve_bit = rgb[..., 1].astype(np.uint16) * 16   # a 12-bit camera's samples in 16 bits
   inputs = {'drive.tif': demo_drive / 'test/images/01_test.tif', 'crop.png': rgb,
             'crop.jpg': rgb, 'twelve_bit.png': twelve_bit}
-  model = _RecordingModel(saved_model)
+  model = _RecordingModel(shipped_model)
   for name, source in inputs.items():
     path = tmp_path / name
     if isinstance(source, np.ndarray):
@@ -270,11 +281,12 @@ def _zlib_level(png: bytes) -> int:
   return png[idat + 5] >> 6   # FLEVEL, the top bits of the zlib header's second byte
 
 
-def test_predict_writes_maps_and_overlays_at_zlibs_fastest_level(saved_model, demo_drive,
+@pytest.mark.slow
+def test_predict_writes_maps_and_overlays_at_zlibs_fastest_level(shipped_model, demo_drive,
                                                                  tmp_path):
   image = tmp_path / 'crop.png'
   Image.fromarray(_fundus(demo_drive)[:200, :190]).save(image)
-  model = predict.VesselModel(saved_model)
+  model = predict.VesselModel(shipped_model)
   for map_format in ('png8', 'png16'):
     predict.predict_files(model, [str(image)], str(tmp_path / map_format), with_overlay=True,
                           map_format=map_format, progress=lambda *a: None)
@@ -289,12 +301,11 @@ def test_not_a_model_is_a_clear_error(tmp_path, capsys):
   assert 'neither a SavedModel nor a serving folder' in capsys.readouterr().err
 
 
-def test_an_image_and_its_3x_upsampled_copy_give_maps_that_agree(demo_drive):
+def test_an_image_and_its_3x_upsampled_copy_give_maps_that_agree(shipped_model, demo_drive):
   """The transform graph brings both to the training scale: the network sees nearly the same
   pixels, and the big map, shrunk back, is the small one (scores included). The shipped model's
   scale (919 px) lies between the two (~540 and ~1,620 px): one is enlarged, the other shrunk."""
-  serve = tf.saved_model.load(predict.resolve_saved_model(configs.SHIPPED_MODEL_DIR)).signatures[
-      serving.SERVE]
+  serve = tf.saved_model.load(shipped_model).signatures[serving.SERVE]
   rgb = _fundus(demo_drive)
   label = np.asarray(Image.open(demo_drive / 'test/1st_manual/01_manual1.gif').convert('L')) > 127
   big = cv2.resize(rgb, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
@@ -330,13 +341,15 @@ print(json.dumps({'error': error, 'growth_mb': growth_mb}))
 """
 
 
-def test_an_image_beyond_the_pixel_bound_is_refused_before_it_is_decoded(saved_model, demo_drive,
-                                                                          tmp_path):
+@pytest.mark.slow
+def test_an_image_beyond_the_pixel_bound_is_refused_before_it_is_decoded(shipped_model,
+                                                                          demo_drive, tmp_path):
   small = tmp_path / 'small.png'
   small.write_bytes(_encode(_fundus(demo_drive), 'PNG'))
   bomb = tmp_path / 'bomb.png'
   Image.new('1', (20000, 15000)).save(bomb)   # 300 M pixels in ~40 KB: 900 MB decoded as RGB
-  probe = subprocess.run([sys.executable, '-c', _BOMB_PROBE, saved_model, str(small), str(bomb)],
+  probe = subprocess.run([sys.executable, '-c', _BOMB_PROBE, shipped_model, str(small),
+                          str(bomb)],
                          capture_output=True, text=True, check=True,
                          env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
   result = json.loads(probe.stdout.strip().splitlines()[-1])
