@@ -19,7 +19,7 @@ every image as an uncompressed BMP of the pixels it decoded: the fastest to enco
 import dataclasses
 import json
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -41,9 +41,11 @@ _RAGGED = tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0)
 # Raw features the transform graph reads; the rest of the raw schema is not needed to serve.
 _TRANSFORM_INPUTS = (constants.DATASET_KEY, constants.IMAGE_ID_KEY, constants.IMAGE_KEY,
                      constants.LABEL_KEY, constants.FOV_KEY)
-# The model's settings, in the SavedModel's folder for files that serving ignores: a warm start
-# from this model names them when they do not fit (models/warm_start.py).
+# In the SavedModel's folder for files that serving ignores: the model's settings, which a warm
+# start from this model names when they do not fit (models/warm_start.py), and its transform
+# graph's analyzer results, which a warm start keeps (settings.BASE_STATISTICS_KEY).
 MODEL_CONFIG_FILE = os.path.join('assets.extra', 'model_config.json')
+TRANSFORM_STATISTICS_FILE = os.path.join('assets.extra', 'transform_statistics.json')
 
 
 def fov_window(fov: tf.Tensor, align: int):
@@ -196,19 +198,43 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
       SERVE: serve, SERVE_WITH_FOV: serve_with_fov,
       PREDICT_EXAMPLES: predict_examples, TRANSFORM_FEATURES: transform_features})
   write_model_config(serving_model_dir, model_config)
+  _write_extra(serving_model_dir, TRANSFORM_STATISTICS_FILE, transform_statistics(model.tft_layer))
+
+
+def transform_statistics(tft_layer) -> Dict[str, float]:
+  """The analyzer results a transform graph holds (transform.STATISTICS_KEYS), read off its output
+  for a small gray image: every output row carries them."""
+  gray = tf.io.encode_png(tf.fill([32, 32, 3], tf.constant(128, tf.uint8)))
+  transformed = tft_layer(transform.raw_features(tf.reshape(gray, [1])))
+  return {key: float(tf.reshape(transformed[key], [-1])[0]) for key in transform.STATISTICS_KEYS}
+
+
+def _write_extra(saved_model: str, name: str, values: Dict) -> None:
+  path = os.path.join(saved_model, name)
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path, 'w') as f:
+    json.dump(values, f, indent=2)
+
+
+def _read_extra(saved_model: str, name: str) -> Optional[Dict]:
+  """None for a model exported before the file was written."""
+  path = os.path.join(saved_model, name)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
 
 
 def write_model_config(saved_model: str, config: ModelConfig) -> None:
-  path = os.path.join(saved_model, MODEL_CONFIG_FILE)
-  tf.io.gfile.makedirs(os.path.dirname(path))
-  with tf.io.gfile.GFile(path, 'w') as f:
-    json.dump(dataclasses.asdict(config), f, indent=2)
+  _write_extra(saved_model, MODEL_CONFIG_FILE, dataclasses.asdict(config))
 
 
 def read_model_config(saved_model: str) -> Optional[ModelConfig]:
   """The settings of an exported model; None for one exported before they were recorded."""
-  path = os.path.join(saved_model, MODEL_CONFIG_FILE)
-  if not tf.io.gfile.exists(path):
-    return None
-  with tf.io.gfile.GFile(path) as f:
-    return ModelConfig(**json.load(f))
+  values = _read_extra(saved_model, MODEL_CONFIG_FILE)
+  return ModelConfig(**values) if values is not None else None
+
+
+def read_transform_statistics(saved_model: str) -> Optional[Dict[str, float]]:
+  """An exported model's transform statistics; None for one exported before they were recorded."""
+  return _read_extra(saved_model, TRANSFORM_STATISTICS_FILE)

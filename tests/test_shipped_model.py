@@ -11,7 +11,7 @@ from cli import benchmark, predict
 from cli.main import main
 from components.fundus_example_gen import layouts
 from models import model as model_lib
-from models import serving, warm_start
+from models import serving, transform, warm_start
 from pipeline import configs
 
 # Measured 2026-12-06: 0.9851 on the demo data the tests generate (demo_data), 0.9858 on
@@ -28,9 +28,10 @@ def test_one_serving_version_with_its_card():
     assert needed in card, needed
 
 
-def test_its_signatures_serve_and_its_weights_fit_the_fine_tuning_model():
+def test_its_signatures_serve_and_its_weights_and_statistics_fit_the_fine_tuning_model():
   path = predict.resolve_saved_model(configs.SHIPPED_MODEL_DIR)
-  signatures = tf.saved_model.load(path).signatures
+  loaded = tf.saved_model.load(path)
+  signatures = loaded.signatures
   assert set(signatures) == {serving.SERVE, serving.SERVE_WITH_FOV, serving.PREDICT_EXAMPLES,
                              serving.TRANSFORM_FEATURES}
   assert set(signatures[serving.SERVE].structured_input_signature[1]) == {'images'}
@@ -39,6 +40,11 @@ def test_its_signatures_serve_and_its_weights_fit_the_fine_tuning_model():
   config = configs.PROFILES[configs.FINETUNE_PROFILE].training.model
   assert serving.read_model_config(path) == config
   warm_start.load_base_weights(model_lib.build_model(config), config, path)
+  # ... and its Transform keeps the statistics the shipped transform graph holds (it was exported
+  # with Keras's traces, so the graph can be called here: models/serving.py's export no longer
+  # saves them, and writes the file itself).
+  assert serving.read_transform_statistics(path) == serving.transform_statistics(loaded.tft_layer)
+  assert serving.read_transform_statistics(path)[transform.REFERENCE_FOV_WIDTH_KEY] == 919
 
 
 @pytest.mark.slow
