@@ -7,11 +7,12 @@ import logging
 import os
 import shutil
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from tfx.utils import path_utils
 
 from cli import console, history, predict, report, status
+from models import serving, transform
 from pipeline import configs, local_runner
 
 
@@ -53,6 +54,33 @@ def stage_base_model(saved_model: str, pipeline_root: str) -> str:
   return staged
 
 
+def base_statistics_of(base_model: Optional[str], pipeline_root: str
+                       ) -> Optional[Dict[str, float]]:
+  """The transform statistics of the base model (base_model_of's answer), which this run's
+  Transform keeps. None: no base model, none blessed yet (latest-blessed), or a model exported
+  before they were recorded; Transform then analyses this run's training images."""
+  if base_model == configs.LATEST_BLESSED:
+    store_path = configs.metadata_path(pipeline_root)
+    blessed = [d for d in history.decisions(history.open_store(pipeline_root)) if d.blessed
+               ] if os.path.exists(store_path) else []
+    if not blessed:
+      return None
+    # The model TFX's LatestBlessedModelStrategy resolves: the blessed one created last.
+    saved_model = path_utils.serving_model_path(max(blessed, key=lambda d: d.model_id).model_uri)
+  elif base_model:
+    saved_model = path_utils.serving_model_dir(base_model)
+  else:
+    return None
+  return serving.read_transform_statistics(saved_model)
+
+
+def _describe_statistics(statistics: Optional[Dict[str, float]]) -> str:
+  if statistics is None:
+    return "analysed from this run's training images (no base model's recorded)"
+  return ("the base model's: FOV width {:.0f} px, FOV gray mean {:.1f}, std {:.1f}".format(
+      *(statistics[key] for key in transform.STATISTICS_KEYS)))
+
+
 def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[history.NodeRun]]:
   """Runs the pipeline with progress on the terminal, then lists the artifacts; returns MLMD's
   node runs, or None on failure (said on stderr, with the log's path). cli.main holds the root's
@@ -62,9 +90,11 @@ def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[hi
   base_model = base_model_of(args, pipeline_root)
   print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
         f'  pipeline root: {os.path.abspath(pipeline_root)}\n  full log: {log_path}')
+  base_statistics = base_statistics_of(base_model, pipeline_root)
   if base_model:
     print(f'  base model: {args.base_model}' + ('' if base_model == args.base_model
                                                else f' (imported as {base_model})'))
+    print(f'  transform statistics: {_describe_statistics(base_statistics)}')
   interrupted = (history.interrupted_executions(history.open_store(pipeline_root), configs.TRAINER)
                  if os.path.exists(configs.metadata_path(pipeline_root)) else [])
   if interrupted:
@@ -74,6 +104,7 @@ def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[hi
     try:
       local_runner.run(args.data, pipeline_root, profile_of(args), serving_dir,
                        interrupted_trainer_runs=interrupted, base_model=base_model,
+                       base_statistics=base_statistics,
                        beam_pipeline_args=args.beam_args,
                        eval_count=args.eval_count, split_seed=args.split_seed,
                        enable_cache=not args.no_cache, until=getattr(args, 'until', None))

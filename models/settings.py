@@ -84,6 +84,10 @@ class ExportConfig:
 # In the Trainer's custom config: it was given a base model to start from (TFX's base_model), which
 # may still be missing (latest-blessed before any model was blessed).
 WARM_START_KEY = 'warm_start'
+# In the Transform's custom config, with a base model: the statistics its transform graph holds
+# (models/transform.STATISTICS_KEYS), which this run's graph then keeps instead of analysing its own
+# training images: the base's weights learnt them (a new camera's few photos would shift both).
+BASE_STATISTICS_KEY = 'base_model_statistics'
 
 
 def trainer_custom_config(training: TrainingConfig, export: ExportConfig,

@@ -3,7 +3,8 @@
 Each image is decoded on its own, so a batch may mix datasets and sizes. It is resampled so that
 its field of view is as wide as the median training image's FOV (a TFT analyzer over the train
 split, so the width is part of the transform graph), then preprocessed with the dataset-level
-FOV statistics (models/preprocessing.py). Images already within SCALE_TOLERANCE of that width are
+FOV statistics (models/preprocessing.py). A warm start keeps its base model's values of these
+instead (settings.BASE_STATISTICS_KEY). Images already within SCALE_TOLERANCE of that width are
 left as they are: DRIVE's own FOV widths differ by ~2 %, and resampling would only blur them. The
 exported model runs this same graph, so a photo of any resolution reaches the network at the scale
 it was trained at, and serving resamples the map back to the photo's size (models/serving.py).
@@ -19,11 +20,13 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import constants, patches, preprocessing
-from models.settings import PreprocessingConfig
+from models.settings import BASE_STATISTICS_KEY, PreprocessingConfig
 
 FOV_GRAY_MEAN_KEY = 'fov_gray_mean'
 FOV_GRAY_STD_KEY = 'fov_gray_std'
 REFERENCE_FOV_WIDTH_KEY = 'reference_fov_width'   # pixels, after the analyzer
+# The analyzers' results: what a warm start keeps of its base model (settings.BASE_STATISTICS_KEY).
+STATISTICS_KEYS = (REFERENCE_FOV_WIDTH_KEY, FOV_GRAY_MEAN_KEY, FOV_GRAY_STD_KEY)
 SOURCE_HEIGHT_KEY = 'source_height'
 SOURCE_WIDTH_KEY = 'source_width'
 SCALE_TOLERANCE = 0.1
@@ -87,6 +90,11 @@ def row_map(transformed: Dict[str, Any], key: str, row: tf.Tensor) -> tf.Tensor:
 def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[str, Any]:
   """tf.Transform entry point: one output row per input image, so the graph serves images too."""
   config = PreprocessingConfig.from_custom_config(custom_config)
+  base_statistics = (custom_config or {}).get(BASE_STATISTICS_KEY)
+
+  def statistic(key, analyze):
+    """The base model's value of an analyzer's result, or the analyzer over this run's data."""
+    return tf.constant(base_statistics[key], tf.float32) if base_statistics else analyze()
   encoded = tuple(tf.reshape(inputs[key], [-1])
                   for key in (constants.IMAGE_KEY, constants.FOV_KEY, constants.LABEL_KEY))
 
@@ -100,8 +108,8 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[s
   # Pass 1: the median FOV width of the training images is the training scale. Not the mean: one
   # dataset of much larger photos would drag the others to its scale (DRIVE + STARE + CHASE_DB1 +
   # HRF: mean 1,516 px, DRIVE upscaled 2.8x; median 919 px, CHASE_DB1's, HRF shrunk 3.5x).
-  reference = tf.reshape(tft.quantiles(widths, num_buckets=2, epsilon=REFERENCE_EPSILON,
-                                       name='reference_fov_width'), [])
+  reference = statistic(REFERENCE_FOV_WIDTH_KEY, lambda: tf.reshape(tft.quantiles(
+      widths, num_buckets=2, epsilon=REFERENCE_EPSILON, name='reference_fov_width'), []))
 
   def normalise(row):
     flat, shape, width = row
@@ -114,8 +122,8 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[s
                                      fn_output_signature=(_RAGGED, _RAGGED, _RAGGED, size_spec))
   # Pass 2: dataset-level standardisation statistics of FOV pixels, at the training scale.
   fov_pixels = tf.boolean_mask(gray.flat_values, fov.flat_values > 0.5)
-  mean = tft.mean(fov_pixels, name='fov_gray_mean')
-  std = tf.sqrt(tft.var(fov_pixels, name='fov_gray_var'))
+  mean = statistic(FOV_GRAY_MEAN_KEY, lambda: tft.mean(fov_pixels, name='fov_gray_mean'))
+  std = statistic(FOV_GRAY_STD_KEY, lambda: tf.sqrt(tft.var(fov_pixels, name='fov_gray_var')))
 
   def preprocess_and_encode(row):
     flat_gray, flat_label, flat_fov, shape = row

@@ -30,6 +30,7 @@ def create_pipeline(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     enable_cache: bool = True,
     base_model: Optional[str] = None,
+    base_statistics: Optional[Mapping[str, float]] = None,
 ) -> tfx.dsl.Pipeline:
   """ExampleGen -> statistics -> validation against the curated schema -> DataGate -> Transform
   -> PatchGen -> Trainer -> Evaluator (on the test split, against the latest blessed model) ->
@@ -40,7 +41,8 @@ def create_pipeline(
   the Evaluator compares with (none before the first blessing: the Trainer trains from scratch);
   or a model folder (<folder>/Format-Serving/saved_model.pb, see cli/run.stage_base_model), which
   an Importer registers and the Evaluator then takes as the baseline instead of the latest blessed
-  model.
+  model. `base_statistics`: the base model's transform statistics, which Transform then keeps
+  (settings.BASE_STATISTICS_KEY); None: it analyses the training images.
 
   `beam_pipeline_args` apply to every Beam component; `component_beam_args` (component id -> args,
   see configs.component_beam_args) are added to the named ones. `trainer_resources` is a KFP
@@ -61,7 +63,9 @@ def create_pipeline(
       examples=example_gen.outputs['examples'],
       schema=data_gate.outputs['validated_schema'],
       preprocessing_fn=configs.PREPROCESSING_FN,
-      custom_config=dataclasses.asdict(profile.preprocessing),
+      custom_config={**dataclasses.asdict(profile.preprocessing),
+                     **({settings.BASE_STATISTICS_KEY: dict(base_statistics)}
+                        if base_statistics else {})},
       splits_config=tfx.proto.SplitsConfig(analyze=[constants.TRAIN_SPLIT],
                                            transform=list(constants.SPLITS)),
       # TFDV statistics over 330k-value pixel lists per image cost minutes and tell nothing.

@@ -1,5 +1,6 @@
 """Transform's preprocessing_fn: one row per image of any size, resampled to the training scale
 (the train split's median FOV width), standardised with dataset-level FOV statistics."""
+import functools
 import tempfile
 
 import numpy as np
@@ -38,14 +39,14 @@ def _rows(images, labels):
           for i, ((rgb, fov), label) in enumerate(zip(images, labels))]
 
 
-def _transform(rows):
+def _transform(rows, custom_config=None):
   spec = {key: tf.io.FixedLenFeature([1], tf.string) for key in (
       constants.DATASET_KEY, constants.IMAGE_ID_KEY, constants.IMAGE_KEY, constants.LABEL_KEY,
       constants.FOV_KEY)}
   metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
   with tft_beam.Context(temp_dir=tempfile.mkdtemp(), desired_batch_size=len(rows)):
     (transformed, _), _ = ((rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
-        transform.preprocessing_fn))
+        functools.partial(transform.preprocessing_fn, custom_config=custom_config)))
   return transformed
 
 
@@ -98,6 +99,21 @@ def test_images_of_other_scales_and_sizes_in_one_batch_are_resampled_to_the_medi
     resampled_fov = _decoded(row, constants.FOV_KEY)
     assert set(np.unique(resampled_fov)) <= {0.0, 1.0}
     assert abs(resampled_fov.any(axis=0).sum() - width * scale) <= 2
+
+
+def test_a_warm_start_keeps_its_base_model_s_statistics_whatever_its_own_images_say():
+  # FOV widths ~40 and ~46, gray mean ~150: the base model's scale (60 px) and statistics stay.
+  images = [_fundus(0, 48, 52, radius=20), _fundus(1, 50, 56, radius=23)]
+  labels = _labels(images)
+  base = {transform.REFERENCE_FOV_WIDTH_KEY: 60.0, transform.FOV_GRAY_MEAN_KEY: 100.0,
+          transform.FOV_GRAY_STD_KEY: 30.0}
+  transformed = _transform(_rows(images, labels), {settings.BASE_STATISTICS_KEY: base})
+  for row, (rgb, fov) in zip(transformed, images):
+    assert {key: row[key] for key in transform.STATISTICS_KEYS} == base
+    scale = 60.0 / (fov > 0).any(axis=0).sum()
+    gray = transform.resample(preprocessing.to_gray(rgb)[..., tf.newaxis], scale)[..., 0]
+    expected = preprocessing.preprocess_image(gray, 100.0, 30.0, CONFIG).numpy()
+    np.testing.assert_allclose(_decoded(row, constants.IMAGE_KEY), expected, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize('width, reference, scale', [

@@ -9,6 +9,7 @@ import types
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras as keras
 from ml_metadata import metadata_store
 from tfx.dsl.compiler import compiler
@@ -18,7 +19,7 @@ from cli import history, predict, report, run, status
 from cli.main import main, parse_args
 from conftest import release_decision, write_patches
 from models import model as model_lib
-from models import resume, serving, settings, training, warm_start
+from models import resume, serving, settings, training, transform, warm_start
 from pipeline import configs, local_runner
 from pipeline.pipeline import create_pipeline
 
@@ -26,6 +27,7 @@ from pipeline.pipeline import create_pipeline
 # which has no weights.
 _TINY_MODEL = settings.ModelConfig(base_filters=4, depth=1, dropout=0.0)
 _TINY = dict(batch_size=4, epochs=1, steps_per_epoch=1, validation_steps=2, model=_TINY_MODEL)
+_STATISTICS = {'reference_fov_width': 919.0, 'fov_gray_mean': 102.1, 'fov_gray_std': 32.9}
 
 
 def _export_base(serving_dir, model_config, version=1):
@@ -152,6 +154,21 @@ def test_latest_blessed_without_a_blessed_model_trains_from_scratch_and_says_so(
       'Trainer: base model: none blessed yet; training starts from scratch']
 
 
+def test_the_pipeline_s_transform_keeps_base_statistics_when_given():
+  def transform_config(**kwargs):
+    definition = create_pipeline(configs.PIPELINE_NAME, '/tmp/root', ['/tmp/DRIVE'],
+                                 configs.PROFILES['smoke'], '/tmp/serving', **kwargs)
+    [transform_node] = [n.pipeline_node for n in compiler.Compiler().compile(definition).nodes
+                        if n.pipeline_node.node_info.id == configs.TRANSFORM]
+    return json.loads(
+        transform_node.parameters.parameters['custom_config'].field_value.string_value)
+  assert settings.BASE_STATISTICS_KEY not in transform_config()
+  assert settings.BASE_STATISTICS_KEY not in transform_config(base_model=configs.LATEST_BLESSED)
+  config = transform_config(base_model='/models/3', base_statistics=_STATISTICS)
+  assert config[settings.BASE_STATISTICS_KEY] == _STATISTICS
+  assert settings.PreprocessingConfig.from_custom_config(config) == settings.PreprocessingConfig()
+
+
 def _trainer_and_importer(base_model):
   """The compiled pipeline (the IR the runners run): the Trainer's base_model channel and the
   Importer node, if any."""
@@ -208,11 +225,16 @@ def test_the_command_line_takes_a_base_model_and_fine_tunes_by_default(tmp_path,
   for version in (1, 2, 10):
     (tmp_path / 'serving' / str(version) / 'variables').mkdir(parents=True)
     (tmp_path / 'serving' / str(version) / 'saved_model.pb').write_text(f'model {version}')
+  # Version 2 recorded its transform statistics (models/serving.py's export), 10 did not.
+  (tmp_path / 'serving' / '2' / serving.TRANSFORM_STATISTICS_FILE).parent.mkdir()
+  (tmp_path / 'serving' / '2' / serving.TRANSFORM_STATISTICS_FILE).write_text(
+      json.dumps(_STATISTICS))
   root = str(tmp_path / 'root')
   args = parse_args(['run', '--data', 'D', '--base-model', str(tmp_path / 'serving')])
   staged = run.base_model_of(args, root)
   assert os.path.dirname(staged) == os.path.join(root, configs.BASE_MODEL_DIR)
   assert sorted(os.listdir(path_utils.serving_model_dir(staged))) == ['saved_model.pb', 'variables']
+  assert run.base_statistics_of(staged, root) is None
   assert open(os.path.join(path_utils.serving_model_dir(staged), 'saved_model.pb')).read() == (
       'model 10')
   args.base_model = str(tmp_path / 'serving' / '10')
@@ -229,8 +251,11 @@ def test_the_command_line_takes_a_base_model_and_fine_tunes_by_default(tmp_path,
   monkeypatch.setattr(local_runner, 'run', lambda *args, **kwargs: handed.update(kwargs) or
                       metadata_store.MetadataStore(local_runner.connection_config(root)))
   assert run.run_pipeline(args, root, str(tmp_path / 'serving')) == []
-  assert handed['base_model'] == second
-  assert f'  base model: {args.base_model} (imported as {second})\n' in capsys.readouterr().out
+  assert handed['base_model'] == second and handed['base_statistics'] == _STATISTICS
+  printed = capsys.readouterr().out
+  assert f'  base model: {args.base_model} (imported as {second})\n' in printed
+  assert ("  transform statistics: the base model's: FOV width 919 px, FOV gray mean 102.1, "
+          'std 32.9\n') in printed
   # Anything else stops the run before it starts.
   assert main(['run', '--data', str(tmp_path), '--pipeline-root', str(tmp_path / 'root'),
                '--base-model', str(tmp_path / 'nothing')]) == 1
@@ -250,6 +275,22 @@ def test_status_and_report_show_each_models_parent():
   assert 'trained from scratch (no base model)' in report._decision_html(scratch)
   assert ('trained from the weights of base model 9 (<code>/root/Trainer/model/9</code>)'
           in report._decision_html(tuned))
+
+
+def test_an_export_records_its_transform_statistics_and_latest_blessed_hands_them_on(demo_run):
+  store = history.open_store(str(demo_run))
+  split = os.path.join(history.latest_output(store, configs.TRANSFORM, 'transformed_examples'),
+                       'Split-train')
+  record = next(iter(tf.data.TFRecordDataset(
+      [os.path.join(split, name) for name in os.listdir(split)], compression_type='GZIP')))
+  features = tf.train.Example.FromString(record.numpy()).features.feature
+  transformed = {key: features[key].float_list.value[0] for key in transform.STATISTICS_KEYS}
+  [first] = history.decisions(store)
+  recorded = serving.read_transform_statistics(path_utils.serving_model_path(first.model_uri))
+  assert recorded == pytest.approx(transformed, rel=1e-6)
+  assert run.base_statistics_of(configs.LATEST_BLESSED, str(demo_run)) == recorded
+  # Before any model is blessed there is no base model, and nothing to keep.
+  assert run.base_statistics_of(configs.LATEST_BLESSED, str(demo_run.parent / 'new')) is None
 
 
 def test_the_warm_start_reads_an_exported_model_s_own_weights(demo_run):
