@@ -76,7 +76,7 @@ def base_statistics_of(base_model: Optional[str], pipeline_root: str
 
 def _describe_statistics(statistics: Optional[Dict[str, float]]) -> str:
   if statistics is None:
-    return "analysed from this run's training images (no base model's recorded)"
+    return "analysed from this run's training images (none recorded with a base model)"
   return ("the base model's: FOV width {:.0f} px, FOV gray mean {:.1f}, std {:.1f}".format(
       *(statistics[key] for key in transform.STATISTICS_KEYS)))
 

@@ -95,6 +95,7 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[s
   def statistic(key, analyze):
     """The base model's value of an analyzer's result, or the analyzer over this run's data."""
     return tf.constant(base_statistics[key], tf.float32) if base_statistics else analyze()
+
   encoded = tuple(tf.reshape(inputs[key], [-1])
                   for key in (constants.IMAGE_KEY, constants.FOV_KEY, constants.LABEL_KEY))
 

@@ -1,6 +1,7 @@
 """Warm start (`run --base-model`): the Trainer starts from an exported model's weights, refuses one
-that does not fit, keeps a resumed training's own state; the pipeline hands it TFX's base_model, and
-status and the report show each model's parent."""
+that does not fit, keeps a resumed training's own state; the pipeline hands it TFX's base_model and
+Transform the base's recorded transform statistics, and status and the report show each model's
+parent."""
 import dataclasses
 import json
 import logging
@@ -27,7 +28,8 @@ from pipeline.pipeline import create_pipeline
 # which has no weights.
 _TINY_MODEL = settings.ModelConfig(base_filters=4, depth=1, dropout=0.0)
 _TINY = dict(batch_size=4, epochs=1, steps_per_epoch=1, validation_steps=2, model=_TINY_MODEL)
-_STATISTICS = {'reference_fov_width': 919.0, 'fov_gray_mean': 102.1, 'fov_gray_std': 32.9}
+_STATISTICS = {transform.REFERENCE_FOV_WIDTH_KEY: 919.0, transform.FOV_GRAY_MEAN_KEY: 102.1,
+               transform.FOV_GRAY_STD_KEY: 32.9}
 
 
 def _export_base(serving_dir, model_config, version=1):
