@@ -203,8 +203,10 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
 
 def transform_statistics(tft_layer) -> Dict[str, float]:
   """The analyzer results a transform graph holds (transform.STATISTICS_KEYS), read off its output
-  for a small gray image: every output row carries them."""
-  gray = tf.io.encode_png(tf.fill([32, 32, 3], tf.constant(128, tf.uint8)))
+  for a small gray image (every output row carries them), narrower than transform.MIN_FOV_WIDTH so
+  that it is never resampled, whatever the training scale."""
+  side = int(transform.MIN_FOV_WIDTH) - 1
+  gray = tf.io.encode_png(tf.fill([side, side, 3], tf.constant(128, tf.uint8)))
   transformed = tft_layer(transform.raw_features(tf.reshape(gray, [1])))
   return {key: float(tf.reshape(transformed[key], [-1])[0]) for key in transform.STATISTICS_KEYS}
 
