@@ -86,7 +86,7 @@ class ExportConfig:
 WARM_START_KEY = 'warm_start'
 # In the Transform's custom config, with a base model: the statistics its transform graph holds
 # (models/transform.STATISTICS_KEYS), which this run's graph then keeps instead of analysing its own
-# training images: the base's weights learnt them (a new camera's few photos would shift both).
+# training images: the base's weights learnt them (a new camera's few photos would shift them).
 BASE_STATISTICS_KEY = 'base_model_statistics'
 
 

@@ -40,9 +40,9 @@ def test_its_signatures_serve_and_its_weights_and_statistics_fit_the_fine_tuning
   config = configs.PROFILES[configs.FINETUNE_PROFILE].training.model
   assert serving.read_model_config(path) == config
   warm_start.load_base_weights(model_lib.build_model(config), config, path)
-  # ... and its Transform keeps the statistics the shipped transform graph holds (it was exported
-  # with Keras's traces, so the graph can be called here: models/serving.py's export no longer
-  # saves them, and writes the file itself).
+  # ... and its Transform keeps the statistics the model's file records: those of its own transform
+  # graph (callable here because this model was exported with Keras's traces; newer exports write
+  # the file themselves).
   assert serving.read_transform_statistics(path) == serving.transform_statistics(loaded.tft_layer)
   assert serving.read_transform_statistics(path)[transform.REFERENCE_FOV_WIDTH_KEY] == 919
 
