@@ -83,6 +83,12 @@ def demo_run(demo_data, tmp_path_factory):
   return root
 
 
+def split_records(split_dir):
+  """The serialized records of one split of an artifact: <uri>/Split-<name>, GZIP TFRecords."""
+  files = [os.path.join(split_dir, name) for name in sorted(os.listdir(split_dir))]
+  return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
+
+
 def copy_run(root, tmp_path):
   """A private copy of a pipeline root and the serving folder beside it, to run the pipeline again
   without changing what other tests read (its ML-Metadata still points at the original artifacts)."""

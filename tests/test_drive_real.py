@@ -11,7 +11,7 @@ from tfx.utils import path_utils
 
 from components.fundus_example_gen import executor
 import real_data
-from conftest import sklearn_metrics
+from conftest import sklearn_metrics, split_records
 from models import constants, serving, vessel_metrics
 from cli import history
 from cli.main import main
@@ -21,9 +21,7 @@ REAL_DRIVE = real_data.path('DRIVE')
 
 
 def _examples(split_dir):
-  files = glob.glob(os.path.join(split_dir, '*.gz'))
-  for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
-    yield tf.train.Example.FromString(record.numpy())
+  return [tf.train.Example.FromString(record) for record in split_records(split_dir)]
 
 
 def _png(example, key):

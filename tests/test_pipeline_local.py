@@ -12,7 +12,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils, standard_artifacts
 
 import bad_inputs
-from conftest import COMPONENTS, PIPELINE_ARGS, copy_run, tree_digest
+from conftest import COMPONENTS, PIPELINE_ARGS, copy_run, split_records, tree_digest
 from models import constants, patches, preprocessing, transform
 from cli import history
 from cli.main import main
@@ -35,10 +35,6 @@ def _records_of(files):
   return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
 
 
-def _records(split_dir):
-  return _records_of([os.path.join(split_dir, f) for f in os.listdir(split_dir)])
-
-
 def _live_artifacts(root, type_name):
   store = history.open_store(str(root))
   return [a for a in store.get_artifacts_by_type(type_name) if a.state == LIVE]
@@ -53,17 +49,19 @@ def test_pipeline_runs_end_to_end_and_mlmd_records_every_component(demo_run):
   assert sorted(runs) == sorted(COMPONENTS)
   assert {r.state for r in runs.values()} == {'COMPLETE'}
   examples_uri = runs['FundusExampleGen'].outputs['examples'][0]
-  counts = {s: len(_records(os.path.join(examples_uri, f'Split-{s}'))) for s in constants.SPLITS}
+  counts = {s: len(split_records(os.path.join(examples_uri, f'Split-{s}')))
+            for s in constants.SPLITS}
   # DRIVE: 5 training images (1 held out), 2 test; STARE: 4 images, 2 for test, 1 held out.
   assert counts == {'train': 4 + 1, 'eval': 1 + 1, 'test': 2 + 2}
   transformed_uri = runs['Transform'].outputs['transformed_examples'][0]
-  assert {s: len(_records(os.path.join(transformed_uri, f'Split-{s}'))) for s in constants.SPLITS} \
-      == counts  # one output row per image, images of two sizes
+  # One output row per image, images of two sizes.
+  assert {s: len(split_records(os.path.join(transformed_uri, f'Split-{s}')))
+          for s in constants.SPLITS} == counts
   # Each dataset gets half of a split's patches, however many images it has.
   patches_uri = runs['PatchGen'].outputs['patches'][0]
   for split, images in (('train', {b'DRIVE': 4, b'STARE': 1}), ('eval', {b'DRIVE': 1, b'STARE': 1})):
-    parsed = patches.parse(tf.constant(_records(os.path.join(patches_uri, f'Split-{split}'))),
-                           SMOKE.patches.size)
+    split_dir = os.path.join(patches_uri, f'Split-{split}')
+    parsed = patches.parse(tf.constant(split_records(split_dir)), SMOKE.patches.size)
     image_ids = parsed[constants.IMAGE_ID_KEY].numpy()
     per_dataset = {dataset: sum(image_id.startswith(b'im') == (dataset == b'STARE')
                                 for image_id in image_ids) for dataset in images}
@@ -77,7 +75,7 @@ def test_transformed_examples_take_at_most_4_bytes_per_pixel_on_disk(demo_run):
   uri = _node_runs(demo_run)['Transform'].outputs['transformed_examples'][0]
   for split in constants.SPLITS:
     split_dir = os.path.join(uri, f'Split-{split}')
-    rows = [tf.train.Example.FromString(r).features.feature for r in _records(split_dir)]
+    rows = [tf.train.Example.FromString(r).features.feature for r in split_records(split_dir)]
     pixels = sum(row[constants.HEIGHT_KEY].int64_list.value[0] *
                  row[constants.WIDTH_KEY].int64_list.value[0] for row in rows)
     on_disk = sum(os.path.getsize(os.path.join(split_dir, f)) for f in os.listdir(split_dir))
@@ -123,8 +121,8 @@ def test_no_cache_runs_components_again_instead_of_reusing_their_outputs(demo_ru
   # Without --no-cache the rerun reuses demo_run's examples; with it, it writes them anew.
   assert states == ['COMPLETE', 'CACHED', 'COMPLETE']
   assert examples[1] == examples[0] and examples[2] != examples[0]
-  assert sorted(_records(os.path.join(examples[2], 'Split-test'))) == sorted(
-      _records(os.path.join(examples[0], 'Split-test')))
+  assert sorted(split_records(os.path.join(examples[2], 'Split-test'))) == sorted(
+      split_records(os.path.join(examples[0], 'Split-test')))
 
 
 def test_serving_transform_matches_materialised_patches(demo_run):
@@ -132,10 +130,10 @@ def test_serving_transform_matches_materialised_patches(demo_run):
   gives at every patch location exactly the pixels the Trainer reads (for STARE, whose FOV
   ingestion computed, too)."""
   runs = _node_runs(demo_run)
-  raws = [tf.train.Example.FromString(r) for r in _records(
+  raws = [tf.train.Example.FromString(r) for r in split_records(
       os.path.join(runs['FundusExampleGen'].outputs['examples'][0], 'Split-train'))]
   tft_output = tft.TFTransformOutput(runs['Transform'].outputs['transform_graph'][0])
-  patch_records = _records(os.path.join(runs['PatchGen'].outputs['patches'][0], 'Split-train'))
+  patch_records = split_records(os.path.join(runs['PatchGen'].outputs['patches'][0], 'Split-train'))
   parsed = patches.parse(tf.constant(patch_records), SMOKE.patches.size)
   per_image = patch_gen_executor.patches_per_dataset({b'DRIVE': 4, b'STARE': 1},
                                                      SMOKE.patches.per_image)
@@ -178,7 +176,7 @@ def test_multi_processing_beam_gives_the_same_patches(demo_run, tmp_path):
           patch_gen.SPLITS_KEY: json.dumps(splits)})
 
   def patch_keys(uri, split):
-    parsed = patches.parse(tf.constant(_records(os.path.join(uri, f'Split-{split}'))),
+    parsed = patches.parse(tf.constant(split_records(os.path.join(uri, f'Split-{split}'))),
                            SMOKE.patches.size)
     return sorted(zip(parsed[constants.IMAGE_ID_KEY].numpy(), parsed[patches.ROW_KEY].numpy(),
                       parsed[patches.COL_KEY].numpy()))

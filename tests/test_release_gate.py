@@ -13,7 +13,7 @@ from PIL import Image
 
 from tfx.utils import path_utils
 
-from conftest import copy_run, release_decision, sklearn_metrics
+from conftest import copy_run, release_decision, sklearn_metrics, split_records
 from models import constants, serving, settings, training
 from cli import history, run, status, visualize
 from cli.main import main, parse_args
@@ -98,9 +98,8 @@ def test_first_model_is_blessed_and_pushed_and_a_worse_one_fine_tuned_from_it_is
 def test_gate_metrics_equal_sklearn_on_the_fov_pixels(demo_run):
   [decision] = _decisions(demo_run)
   model = tf.saved_model.load(path_utils.serving_model_path(decision.model_uri))
-  pattern = os.path.join(decision.examples_uri, f'Split-{constants.TEST_SPLIT}', '*')
-  examples = tf.constant([r.numpy() for r in tf.data.TFRecordDataset(
-      tf.io.gfile.glob(pattern), compression_type='GZIP')])
+  examples = tf.constant(split_records(os.path.join(decision.examples_uri,
+                                                  f'Split-{constants.TEST_SPLIT}')))
   # The very signatures TFMA calls: predictions, and the transformed label and FOV maps.
   scores = model.signatures[serving.PREDICT_EXAMPLES](examples=examples)[serving.PROBABILITIES_KEY].numpy()
   transformed = model.signatures[serving.TRANSFORM_FEATURES](examples=examples)

@@ -19,7 +19,7 @@ import bad_inputs
 from cli import history, predict
 from cli.main import main
 from components.fundus_example_gen import files
-from conftest import PIPELINE_ARGS
+from conftest import PIPELINE_ARGS, split_records
 from models import constants, serving, settings
 from models import model as model_lib
 from models.settings import model_stride
@@ -140,9 +140,8 @@ def test_garbage_bytes_are_a_clear_error(signatures):
 
 def test_tfma_and_transform_signatures_take_serialized_examples(signatures, demo_run):
   runs = {r.node_id: r for r in history.latest_node_runs(history.open_store(str(demo_run)))}
-  split = os.path.join(runs['FundusExampleGen'].outputs['examples'][0], 'Split-test')
-  files = [os.path.join(split, f) for f in os.listdir(split)]
-  examples = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
+  examples = split_records(os.path.join(runs['FundusExampleGen'].outputs['examples'][0],
+                                        'Split-test'))
   predicted = signatures[1][serving.PREDICT_EXAMPLES](examples=tf.constant(examples))
   transformed = signatures[1][serving.TRANSFORM_FEATURES](examples=tf.constant(examples))
   # Two datasets, two sizes: every row as long as the largest image, padded with FOV 0.

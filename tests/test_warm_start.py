@@ -18,7 +18,7 @@ from tfx.utils import path_utils
 
 from cli import history, predict, report, run, status
 from cli.main import main, parse_args
-from conftest import release_decision, write_patches
+from conftest import release_decision, split_records, write_patches
 from models import model as model_lib
 from models import resume, serving, settings, training, transform, warm_start
 from pipeline import configs, local_runner
@@ -283,9 +283,7 @@ def test_an_export_records_its_transform_statistics_and_latest_blessed_hands_the
   store = history.open_store(str(demo_run))
   split = os.path.join(history.latest_output(store, configs.TRANSFORM, 'transformed_examples'),
                        'Split-train')
-  record = next(iter(tf.data.TFRecordDataset(
-      [os.path.join(split, name) for name in os.listdir(split)], compression_type='GZIP')))
-  features = tf.train.Example.FromString(record.numpy()).features.feature
+  features = tf.train.Example.FromString(split_records(split)[0]).features.feature
   transformed = {key: features[key].float_list.value[0] for key in transform.STATISTICS_KEYS}
   [first] = history.decisions(store)
   recorded = serving.read_transform_statistics(path_utils.serving_model_path(first.model_uri))
