@@ -59,13 +59,14 @@ def create_pipeline(
   ).with_id(configs.EXAMPLE_VALIDATOR)
   data_gate = DataGate(anomalies=example_validator.outputs['anomalies'],
                        schema=schema_importer.outputs['schema']).with_id(configs.DATA_GATE)
+  transform_config = dataclasses.asdict(profile.preprocessing)
+  if base_statistics:
+    transform_config[settings.BASE_STATISTICS_KEY] = dict(base_statistics)
   transform = Transform(
       examples=example_gen.outputs['examples'],
       schema=data_gate.outputs['validated_schema'],
       preprocessing_fn=configs.PREPROCESSING_FN,
-      custom_config={**dataclasses.asdict(profile.preprocessing),
-                     **({settings.BASE_STATISTICS_KEY: dict(base_statistics)}
-                        if base_statistics else {})},
+      custom_config=transform_config,
       splits_config=tfx.proto.SplitsConfig(analyze=[constants.TRAIN_SPLIT],
                                            transform=list(constants.SPLITS)),
       # TFDV statistics over 330k-value pixel lists per image cost minutes and tell nothing.
