@@ -71,7 +71,14 @@ def base_statistics_of(base_model: Optional[str], pipeline_root: str
     saved_model = path_utils.serving_model_dir(base_model)
   else:
     return None
-  return serving.read_transform_statistics(saved_model)
+  try:
+    statistics = serving.read_transform_statistics(saved_model)
+    return None if statistics is None else {
+        key: float(statistics[key]) for key in transform.STATISTICS_KEYS}
+  except (ValueError, KeyError, TypeError) as error:   # bad JSON, a value missing or not a number
+    path = os.path.join(saved_model, serving.TRANSFORM_STATISTICS_FILE)
+    raise console.CommandError(
+        f'{path}: not the transform statistics an export writes ({error!r})') from error
 
 
 def _describe_statistics(statistics: Optional[Dict[str, float]]) -> str:
@@ -90,10 +97,11 @@ def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[hi
   base_model = base_model_of(args, pipeline_root)
   print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
         f'  pipeline root: {os.path.abspath(pipeline_root)}\n  full log: {log_path}')
-  base_statistics = base_statistics_of(base_model, pipeline_root)
   if base_model:
     print(f'  base model: {args.base_model}' + ('' if base_model == args.base_model
                                                else f' (imported as {base_model})'))
+  base_statistics = base_statistics_of(base_model, pipeline_root)
+  if base_model:
     print(f'  transform statistics: {_describe_statistics(base_statistics)}')
   interrupted = (history.interrupted_executions(history.open_store(pipeline_root), configs.TRAINER)
                  if os.path.exists(configs.metadata_path(pipeline_root)) else [])

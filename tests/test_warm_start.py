@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import types
 
 import numpy as np
@@ -263,6 +264,18 @@ def test_the_command_line_takes_a_base_model_and_fine_tunes_by_default(tmp_path,
                '--base-model', str(tmp_path / 'nothing')]) == 1
   assert (f'{tmp_path / "nothing"}: neither a SavedModel nor a serving folder'
           in capsys.readouterr().err)
+  # A base whose statistics file is broken (cut short) is named in one line, nothing run.
+  broken = tmp_path / 'serving' / '2' / serving.TRANSFORM_STATISTICS_FILE
+  broken.write_text(json.dumps(_STATISTICS)[:30])
+  assert main(['run', '--data', str(tmp_path), '--pipeline-root', str(tmp_path / 'root'),
+               '--base-model', str(tmp_path / 'serving' / '2')]) == 1
+  out, err = capsys.readouterr()
+  [imported] = re.findall(r'\(imported as (\S+)\)', out)   # the staged copy, which is read
+  [line] = err.splitlines()
+  statistics_file = os.path.join(path_utils.serving_model_dir(imported),
+                                 serving.TRANSFORM_STATISTICS_FILE)
+  assert line.startswith(f'retina-tfx: error: {statistics_file}: not the transform statistics an '
+                         'export writes (JSONDecodeError('), line
 
 
 def test_status_and_report_show_each_models_parent():
