@@ -76,13 +76,14 @@ def _targets(label: tf.Tensor, fov: tf.Tensor) -> tf.Tensor:
 
 def make_dataset(file_patterns: Sequence[str], config: TrainingConfig,
                  training: bool) -> tf.data.Dataset:
-  """(image, y_true) batches of patches: shuffled, repeated and augmented when training."""
+  """(image, y_true) batches of patches, endlessly (`patches.mixed_records`): shuffled and augmented
+  when training; validation starts at the same patches every time it is read."""
   files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
   if not files:
     raise ValueError(f'no patch files match {file_patterns}')
   records = patches.mixed_records(files, seed=config.seed if training else None)
   if training:
-    records = records.shuffle(SHUFFLE_BUFFER, seed=config.seed).repeat()
+    records = records.shuffle(SHUFFLE_BUFFER, seed=config.seed)
   size = patches.patch_size(files)
   parsed = records.batch(config.batch_size, drop_remainder=training).map(
       lambda serialized: patches.parse(serialized, size),
@@ -95,6 +96,6 @@ def make_dataset(file_patterns: Sequence[str], config: TrainingConfig,
         num_parallel_calls=tf.data.AUTOTUNE
     ).batch(config.batch_size, drop_remainder=True)
   else:
-    batches = parsed.map(maps).repeat()
+    batches = parsed.map(maps)
   return batches.map(lambda image, label, fov: (image, _targets(label, fov))).prefetch(
       tf.data.AUTOTUNE)

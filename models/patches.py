@@ -5,11 +5,12 @@ A patch is one tf.Example holding uint8 bytes, in the convention of Transform's 
 since preprocessing ends on a 256-level LUT), and the label and FOV as 0/1. Lossless.
 
 PatchGen writes each image's patches to a file of their own (`image_file_name`); the Trainer mixes
-the images by reading many files at once (models/augmentation.py, `make_dataset`).
+the images by reading many files at once, every dataset in turn (`mixed_records`).
 """
+import collections
 import math
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -21,36 +22,70 @@ COL_KEY = 'col'
 MAP_KEYS = (constants.IMAGE_KEY, constants.LABEL_KEY, constants.FOV_KEY)
 
 
-def encode(image_id: bytes, row: int, col: int, image: np.ndarray, label: np.ndarray,
-           fov: np.ndarray) -> bytes:
+def encode(image_id: bytes, dataset: bytes, row: int, col: int, image: np.ndarray,
+           label: np.ndarray, fov: np.ndarray) -> bytes:
   """uint8 [P, P] maps as Transform stores them: image levels k, label and fov 0/1."""
   maps = {constants.IMAGE_KEY: image, constants.LABEL_KEY: label, constants.FOV_KEY: fov}
   if any(pixels.dtype != np.uint8 for pixels in maps.values()):
     raise TypeError('patch maps must be uint8 levels, as Transform stores them')
   feature = {key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[pixels.tobytes()]))
              for key, pixels in maps.items()}
-  feature[constants.IMAGE_ID_KEY] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_id]))
+  for key, value in ((constants.IMAGE_ID_KEY, image_id), (constants.DATASET_KEY, dataset)):
+    feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
   feature[ROW_KEY] = tf.train.Feature(int64_list=tf.train.Int64List(value=[row]))
   feature[COL_KEY] = tf.train.Feature(int64_list=tf.train.Int64List(value=[col]))
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-# Patch files (one per image) read at once, a patch from each in turn: any stretch of the stream
-# then mixes that many images before the Trainer's shuffle buffer mixes it further. Each open
-# file costs a read buffer (~0.5 MB with gzip's).
+# Patch files (one per image) of each dataset read at once, a patch from each in turn: any stretch
+# of the stream then mixes that many images before the Trainer's shuffle buffer mixes it further.
+# Each open file costs a read buffer (~0.5 MB with gzip's).
 IMAGES_READ_AT_ONCE = 64
 
 
-def mixed_records(files: Sequence[str], seed: Optional[int] = None) -> tf.data.Dataset:
-  """Serialized patches of PatchGen's per-image files, interleaved across IMAGES_READ_AT_ONCE
-  files; the files in a random order drawn from `seed` (anew at every repetition), or in name
-  order without one."""
-  names = tf.data.Dataset.from_tensor_slices(sorted(files))
+def _first_example(path: str) -> Optional[tf.train.Example]:
+  for record in tf.data.TFRecordDataset(path, compression_type='GZIP').take(1):
+    return tf.train.Example.FromString(record.numpy())
+  return None
+
+
+def files_by_dataset(files: Sequence[str]) -> Dict[bytes, List[str]]:
+  """PatchGen's files by the dataset of their patches (read off each file's first patch); empty
+  files are left out. Patches written before they named their dataset count as one dataset, b''."""
+  groups = collections.defaultdict(list)
+  for path in sorted(files):
+    example = _first_example(path)
+    if example is not None:
+      value = example.features.feature[constants.DATASET_KEY].bytes_list.value
+      groups[value[0] if value else b''].append(path)
+  return dict(sorted(groups.items()))
+
+
+def _interleaved(files: Sequence[str], seed: Optional[int]) -> tf.data.Dataset:
+  names = tf.data.Dataset.from_tensor_slices(list(files))
   if seed is not None:
     names = names.shuffle(len(files), seed=seed)
   return names.interleave(lambda name: tf.data.TFRecordDataset(name, compression_type='GZIP'),
                           cycle_length=min(len(files), IMAGES_READ_AT_ONCE), block_length=1,
                           num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def mixed_records(files: Sequence[str], seed: Optional[int] = None) -> tf.data.Dataset:
+  """Serialized patches of PatchGen's per-image files, endlessly: a patch of each dataset in turn,
+  within a dataset interleaved across IMAGES_READ_AT_ONCE files; the files in a random order drawn
+  from `seed` (anew at every pass), or in name order without one.
+
+  Every dataset has an equal share of any stretch of the stream, as PatchGen's counts give it over
+  a whole pass (`patches_per_dataset`). Reading all files in turn instead would draw each dataset
+  by its number of images until the datasets with the fewest patches per image run out, and then
+  only the others: with DRIVE, STARE, CHASE_DB1 and HRF the last four epochs of 26 were STARE's
+  six photos alone (BENCHMARKS.md)."""
+  groups = files_by_dataset(files)
+  if not groups:
+    raise ValueError(f'no patches in {", ".join(files)}')
+  streams = [_interleaved(group, seed).repeat() for group in groups.values()]
+  turns = tf.data.Dataset.range(len(streams)).repeat()
+  return tf.data.Dataset.choose_from_datasets(streams, turns)
 
 
 _FEATURE_SPEC = {

@@ -112,7 +112,8 @@ def write_patches(path, count, size):
     for i in range(count):
       label = (rng.random((size, size)) > 0.8).astype(np.uint8)
       image = np.where(label > 0, 204, 51).astype(np.uint8)
-      writer.write(patches.encode(b'21', i, 0, image, label, np.ones((size, size), np.uint8)))
+      fov = np.ones((size, size), np.uint8)
+      writer.write(patches.encode(b'21', b'DRIVE', i, 0, image, label, fov))
 
 
 def zip_folder(folder, zip_path, prefix='DRIVE/'):

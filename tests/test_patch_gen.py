@@ -97,20 +97,55 @@ def test_image_file_names_are_safe_and_distinct():
   assert all(re.fullmatch(r'patches-[A-Za-z0-9_.-]+-[0-9a-f]{8}\.gz', n) for n in names), names
 
 
-def test_mixed_records_draw_from_every_image_file_in_turn(tmp_path):
-  files = []
-  for image in range(5):
-    path = str(tmp_path / f'{image}.gz')
-    with tf.io.TFRecordWriter(path, options='GZIP') as writer:
-      for i in range(10):
-        writer.write(f'{image}-{i}'.encode())
-    files.append(path)
-  in_name_order = [r.numpy() for r in patches.mixed_records(files)]
-  assert in_name_order[:5] == [f'{image}-0'.encode() for image in range(5)]
-  assert sorted(in_name_order) == sorted(f'{image}-{i}'.encode() for image in range(5) for i in range(10))
-  seeded = lambda seed: [r.numpy() for r in patches.mixed_records(files, seed=seed).take(5)]
+def _patch_file(path, image_id: bytes, dataset: bytes, count: int) -> str:
+  """`count` 2x2 patches of one image, numbered by their row."""
+  with tf.io.TFRecordWriter(str(path), options='GZIP') as writer:
+    for row in range(count):
+      writer.write(patches.encode(image_id, dataset, row, 0,
+                                  *(np.zeros((2, 2), np.uint8) for _ in patches.MAP_KEYS)))
+  return str(path)
+
+
+def _read(records, count):
+  parsed = patches.parse(tf.constant([r.numpy() for r in records.take(count)]), 2)
+  return [(image_id.decode(), int(row)) for image_id, row in
+          zip(parsed[constants.IMAGE_ID_KEY].numpy(), parsed[patches.ROW_KEY].numpy())]
+
+
+def test_mixed_records_draw_from_every_image_file_in_turn_and_start_again(tmp_path):
+  files = [_patch_file(tmp_path / f'{image}.gz', str(image).encode(), b'DRIVE', 10)
+           for image in range(5)]
+  in_name_order = _read(patches.mixed_records(files), 100)
+  assert in_name_order[:5] == [(str(image), 0) for image in range(5)]
+  every_patch = sorted((str(image), row) for image in range(5) for row in range(10))
+  assert sorted(in_name_order[:50]) == sorted(in_name_order[50:]) == every_patch
+  seeded = lambda seed: _read(patches.mixed_records(files, seed=seed), 5)
   assert sorted(seeded(0)) == sorted(in_name_order[:5])   # still one of each image first
   assert seeded(0) == seeded(0) and any(seeded(0) != seeded(s) for s in range(1, 5))
+
+
+def test_every_dataset_has_an_equal_share_of_any_stretch_of_the_stream(tmp_path):
+  """As PatchGen cuts them: equal totals per dataset, from 1, 2 and 4 images. Drawing from every
+  file in turn instead gave the one-image dataset a seventh of the stream until the others ran out,
+  and then all of it."""
+  files = [_patch_file(tmp_path / 'a0.gz', b'a0', b'A', 40)]
+  files += [_patch_file(tmp_path / f'b{i}.gz', f'b{i}'.encode(), b'B', 20) for i in range(2)]
+  files += [_patch_file(tmp_path / f'c{i}.gz', f'c{i}'.encode(), b'C', 10) for i in range(4)]
+  stream = [image_id[0] for image_id, _ in _read(patches.mixed_records(files, seed=3), 360)]
+  for start in range(0, len(stream), 12):
+    window = stream[start:start + 12]
+    assert {d: window.count(d) for d in 'abc'} == {'a': 4, 'b': 4, 'c': 4}, (start, window)
+
+
+def test_patch_files_are_grouped_by_the_dataset_their_patches_name(tmp_path):
+  drive = [_patch_file(tmp_path / f'd{i}.gz', b'21', b'DRIVE', 2) for i in range(2)]
+  stare = _patch_file(tmp_path / 's.gz', b'im0001', b'STARE', 2)
+  empty = _patch_file(tmp_path / 'e.gz', b'e', b'HRF', 0)
+  with tf.io.TFRecordWriter(str(tmp_path / 'older.gz'), options='GZIP') as writer:
+    writer.write(tf.train.Example().SerializeToString())   # before patches named their dataset
+  older = str(tmp_path / 'older.gz')
+  assert patches.files_by_dataset([stare, empty, older, *drive]) == {
+      b'': [older], b'DRIVE': drive, b'STARE': [stare]}
 
 
 def test_a_patch_count_other_than_the_planned_one_stops_the_run():

@@ -39,7 +39,8 @@ def test_empty_or_non_square_patch_files_are_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match='no patches in'):
     patches.patch_size([str(empty)])
   with tf.io.TFRecordWriter(str(tmp_path / 'odd.gz'), options='GZIP') as writer:
-    writer.write(patches.encode(b'21', 0, 0, *(np.zeros((4, 6), np.uint8) for _ in range(3))))
+    maps = (np.zeros((4, 6), np.uint8) for _ in range(3))
+    writer.write(patches.encode(b'21', b'DRIVE', 0, 0, *maps))
   with pytest.raises(ValueError, match='a patch of 24 pixels in .* is not square'):
     patches.patch_size([str(empty), str(tmp_path / 'odd.gz')])
 

@@ -1,7 +1,7 @@
 """PatchGen executor: a Beam DoFn that cuts each preprocessed image's patches and writes them to a
 file of that image's own, so no stage ever holds more than the image at hand. The images are mixed
-where the patches are read: the Trainer draws from many image files at once
-(models/augmentation.py, `make_dataset`)."""
+where the patches are read: the Trainer draws from many image files at once, every dataset in turn
+(models/patches.py, `mixed_records`)."""
 import collections
 import hashlib
 import json
@@ -40,7 +40,8 @@ def extract_patches(serialized: bytes, per_image: Dict[bytes, int], patch_size: 
   The patches are cut as they are consumed."""
   features = tf.train.Example.FromString(serialized).features.feature
   image_id = features[constants.IMAGE_ID_KEY].bytes_list.value[0]
-  patches_per_image = per_image[features[constants.DATASET_KEY].bytes_list.value[0]]
+  dataset = features[constants.DATASET_KEY].bytes_list.value[0]
+  patches_per_image = per_image[dataset]
   image, label, fov = (_map(features, key) for key in patches.MAP_KEYS)
   height, width = fov.shape
   half = patch_size // 2
@@ -54,7 +55,7 @@ def extract_patches(serialized: bytes, per_image: Dict[bytes, int], patch_size: 
 
   def cut(row: int, col: int) -> bytes:
     window = np.s_[row:row + patch_size, col:col + patch_size]
-    return patches.encode(image_id, row, col, image[window], label[window], fov[window])
+    return patches.encode(image_id, dataset, row, col, image[window], label[window], fov[window])
   chosen = corners[rng.integers(len(corners), size=patches_per_image)].tolist()
   return image_id, (cut(row, col) for row, col in chosen)
 
