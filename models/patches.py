@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from models import constants
 
@@ -58,6 +59,11 @@ def files_by_dataset(files: Sequence[str]) -> Dict[bytes, List[str]]:
     if example is not None:
       value = example.features.feature[constants.DATASET_KEY].bytes_list.value
       groups[value[0] if value else b''].append(path)
+  if b'' in groups:
+    # A pipeline root's cached PatchGen output from before: its datasets cannot be told apart.
+    logging.warning('%d patch files in %s do not name their dataset (written before the Trainer '
+                    'took the datasets in turn): read as one dataset; run again with --no-cache '
+                    'for an equal share of each', len(groups[b'']), os.path.dirname(groups[b''][0]))
   return dict(sorted(groups.items()))
 
 

@@ -137,7 +137,7 @@ def test_every_dataset_has_an_equal_share_of_any_stretch_of_the_stream(tmp_path)
     assert {d: window.count(d) for d in 'abc'} == {'a': 4, 'b': 4, 'c': 4}, (start, window)
 
 
-def test_patch_files_are_grouped_by_the_dataset_their_patches_name(tmp_path):
+def test_patch_files_are_grouped_by_the_dataset_their_patches_name(tmp_path, caplog):
   drive = [_patch_file(tmp_path / f'd{i}.gz', b'21', b'DRIVE', 2) for i in range(2)]
   stare = _patch_file(tmp_path / 's.gz', b'im0001', b'STARE', 2)
   empty = _patch_file(tmp_path / 'e.gz', b'e', b'HRF', 0)
@@ -146,6 +146,8 @@ def test_patch_files_are_grouped_by_the_dataset_their_patches_name(tmp_path):
   older = str(tmp_path / 'older.gz')
   assert patches.files_by_dataset([stare, empty, older, *drive]) == {
       b'': [older], b'DRIVE': drive, b'STARE': [stare]}
+  assert f'1 patch files in {tmp_path} do not name their dataset' in caplog.text
+  assert '--no-cache' in caplog.text
 
 
 def test_a_patch_count_other_than_the_planned_one_stops_the_run():
