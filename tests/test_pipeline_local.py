@@ -84,14 +84,15 @@ def test_transformed_examples_take_at_most_4_bytes_per_pixel_on_disk(demo_run):
 
 def test_patch_files_hold_one_image_each_and_the_trainer_reads_them_mixed(demo_run):
   """PatchGen writes each image's patches to a file of their own (no stage holds many images);
-  the Trainer's reader draws from all of them at once: its shuffle buffer is smaller than one
-  image's patches, so reading image by image would give one-image batches."""
+  the Trainer's reader draws from all of them at once (a patch of each of the two datasets in
+  turn): its shuffle buffer is smaller than one image's patches, so reading image by image would
+  give one-image batches."""
   split_dir = os.path.join(_node_runs(demo_run)['PatchGen'].outputs['patches'][0], 'Split-train')
   files = [os.path.join(split_dir, name) for name in os.listdir(split_dir)]
   image_ids = lambda records: set(patches.parse(tf.constant(records), SMOKE.patches.size)[
       constants.IMAGE_ID_KEY].numpy())
   assert len(files) == 5 and all(len(image_ids(_records_of(f))) == 1 for f in files)
-  first = [r.numpy() for r in patches.mixed_records(files, seed=0).take(5)]
+  first = [r.numpy() for r in patches.mixed_records(files, seed=0).take(2 * len(files))]
   assert len(image_ids(first)) == 5
 
 
