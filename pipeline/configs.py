@@ -111,7 +111,9 @@ PROFILES = {
     # of 100 batches, fewer than demo's 480 (~0.45 s a batch, ~50 s an epoch with validation at
     # the drive profile's pace on 2 EPYC cores: ~3.5 min); the time budget bounds slower machines.
     # 2,000 patches per photo: 6,000 from 3 training photos, each drawn about twice, with fresh
-    # augmentation each time. The weight average spans the last ~100 batches, an epoch.
+    # augmentation each time (with the old datasets listed too, the new camera has a quarter of
+    # the patches and of every epoch, like each of them). The weight average spans the last ~100
+    # batches, an epoch.
     FINETUNE_PROFILE: Profile(
         patches=PatchConfig(per_image=2000, size=64), min_auc=0.975, training=TrainingConfig(
             epochs=4, steps_per_epoch=100, validation_steps=40, learning_rate=1e-4,
