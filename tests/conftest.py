@@ -105,15 +105,17 @@ def drive_copy(tiny_drive, tmp_path):
   return copy
 
 
-def write_patches(path, count, size):
-  """`count` PatchGen-format patches whose vessels are the bright pixels, full FOV."""
+def write_patches(path, count, size, image_id=b'21', dataset=b'DRIVE'):
+  """`count` PatchGen-format patches of one image, numbered by their row, whose vessels are the
+  bright pixels, full FOV; the file's path."""
   rng = np.random.default_rng(0)
   with tf.io.TFRecordWriter(str(path), options='GZIP') as writer:
     for i in range(count):
       label = (rng.random((size, size)) > 0.8).astype(np.uint8)
       image = np.where(label > 0, 204, 51).astype(np.uint8)
       fov = np.ones((size, size), np.uint8)
-      writer.write(patches.encode(b'21', b'DRIVE', i, 0, image, label, fov))
+      writer.write(patches.encode(image_id, dataset, i, 0, image, label, fov))
+  return str(path)
 
 
 def zip_folder(folder, zip_path, prefix='DRIVE/'):

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 
+from conftest import write_patches
 from components.patch_gen.executor import (WriteImagePatches, check_patch_count, extract_patches,
                                            image_file_name, patches_per_dataset)
 from models import constants, patches, transform
@@ -97,15 +98,6 @@ def test_image_file_names_are_safe_and_distinct():
   assert all(re.fullmatch(r'patches-[A-Za-z0-9_.-]+-[0-9a-f]{8}\.gz', n) for n in names), names
 
 
-def _patch_file(path, image_id: bytes, dataset: bytes, count: int) -> str:
-  """`count` 2x2 patches of one image, numbered by their row."""
-  with tf.io.TFRecordWriter(str(path), options='GZIP') as writer:
-    for row in range(count):
-      writer.write(patches.encode(image_id, dataset, row, 0,
-                                  *(np.zeros((2, 2), np.uint8) for _ in patches.MAP_KEYS)))
-  return str(path)
-
-
 def _read(records, count):
   parsed = patches.parse(tf.constant([r.numpy() for r in records.take(count)]), 2)
   return [(image_id.decode(), int(row)) for image_id, row in
@@ -113,7 +105,7 @@ def _read(records, count):
 
 
 def test_mixed_records_draw_from_every_image_file_in_turn_and_start_again(tmp_path):
-  files = [_patch_file(tmp_path / f'{image}.gz', str(image).encode(), b'DRIVE', 10)
+  files = [write_patches(tmp_path / f'{image}.gz', 10, 2, str(image).encode(), b'DRIVE')
            for image in range(5)]
   in_name_order = _read(patches.mixed_records(files), 100)
   assert in_name_order[:5] == [(str(image), 0) for image in range(5)]
@@ -128,9 +120,9 @@ def test_every_dataset_has_an_equal_share_of_any_stretch_of_the_stream(tmp_path)
   """As PatchGen cuts them: equal totals per dataset, from 1, 2 and 4 images. Drawing from every
   file in turn instead gave the one-image dataset a seventh of the stream until the others ran out,
   and then all of it."""
-  files = [_patch_file(tmp_path / 'a0.gz', b'a0', b'A', 40)]
-  files += [_patch_file(tmp_path / f'b{i}.gz', f'b{i}'.encode(), b'B', 20) for i in range(2)]
-  files += [_patch_file(tmp_path / f'c{i}.gz', f'c{i}'.encode(), b'C', 10) for i in range(4)]
+  files = [write_patches(tmp_path / 'a0.gz', 40, 2, b'a0', b'A')]
+  files += [write_patches(tmp_path / f'b{i}.gz', 20, 2, f'b{i}'.encode(), b'B') for i in range(2)]
+  files += [write_patches(tmp_path / f'c{i}.gz', 10, 2, f'c{i}'.encode(), b'C') for i in range(4)]
   stream = [image_id[0] for image_id, _ in _read(patches.mixed_records(files, seed=3), 360)]
   for start in range(0, len(stream), 12):
     window = stream[start:start + 12]
@@ -138,9 +130,9 @@ def test_every_dataset_has_an_equal_share_of_any_stretch_of_the_stream(tmp_path)
 
 
 def test_patch_files_are_grouped_by_the_dataset_their_patches_name(tmp_path, caplog):
-  drive = [_patch_file(tmp_path / f'd{i}.gz', b'21', b'DRIVE', 2) for i in range(2)]
-  stare = _patch_file(tmp_path / 's.gz', b'im0001', b'STARE', 2)
-  empty = _patch_file(tmp_path / 'e.gz', b'e', b'HRF', 0)
+  drive = [write_patches(tmp_path / f'd{i}.gz', 2, 2, b'21', b'DRIVE') for i in range(2)]
+  stare = write_patches(tmp_path / 's.gz', 2, 2, b'im0001', b'STARE')
+  empty = write_patches(tmp_path / 'e.gz', 0, 2, b'e', b'HRF')
   with tf.io.TFRecordWriter(str(tmp_path / 'older.gz'), options='GZIP') as writer:
     writer.write(tf.train.Example().SerializeToString())   # before patches named their dataset
   older = str(tmp_path / 'older.gz')
