@@ -54,11 +54,10 @@ def stage_base_model(saved_model: str, pipeline_root: str) -> str:
   return staged
 
 
-def base_statistics_of(base_model: Optional[str], pipeline_root: str
-                       ) -> Optional[Dict[str, float]]:
+def base_statistics_of(base_model: str, pipeline_root: str) -> Optional[Dict[str, float]]:
   """The transform statistics of the base model (base_model_of's answer), which this run's
-  Transform keeps. None: no base model, none blessed yet (latest-blessed), or a model exported
-  before they were recorded; Transform then analyses this run's training images."""
+  Transform keeps. None: none blessed yet (latest-blessed), or a model exported before they were
+  recorded; Transform then analyses this run's training images."""
   if base_model == configs.LATEST_BLESSED:
     store_path = configs.metadata_path(pipeline_root)
     blessed = [d for d in history.decisions(history.open_store(pipeline_root)) if d.blessed
@@ -67,10 +66,8 @@ def base_statistics_of(base_model: Optional[str], pipeline_root: str
       return None
     # The model TFX's LatestBlessedModelStrategy resolves: the blessed one created last.
     saved_model = path_utils.serving_model_path(max(blessed, key=lambda d: d.model_id).model_uri)
-  elif base_model:
-    saved_model = path_utils.serving_model_dir(base_model)
   else:
-    return None
+    saved_model = path_utils.serving_model_dir(base_model)
   try:
     statistics = serving.read_transform_statistics(saved_model)
     return None if statistics is None else {
@@ -97,11 +94,11 @@ def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[hi
   base_model = base_model_of(args, pipeline_root)
   print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
         f'  pipeline root: {os.path.abspath(pipeline_root)}\n  full log: {log_path}')
+  base_statistics = None
   if base_model:
     print(f'  base model: {args.base_model}' + ('' if base_model == args.base_model
                                                else f' (imported as {base_model})'))
-  base_statistics = base_statistics_of(base_model, pipeline_root)
-  if base_model:
+    base_statistics = base_statistics_of(base_model, pipeline_root)
     print(f'  transform statistics: {_describe_statistics(base_statistics)}')
   interrupted = (history.interrupted_executions(history.open_store(pipeline_root), configs.TRAINER)
                  if os.path.exists(configs.metadata_path(pipeline_root)) else [])
