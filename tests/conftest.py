@@ -83,10 +83,14 @@ def demo_run(demo_data, tmp_path_factory):
   return root
 
 
+def gzip_records(files):
+  """The serialized records of GZIP TFRecord files (a path or a list), in order."""
+  return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
+
+
 def split_records(split_dir):
   """The serialized records of one split of an artifact: <uri>/Split-<name>, GZIP TFRecords."""
-  files = [os.path.join(split_dir, name) for name in sorted(os.listdir(split_dir))]
-  return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
+  return gzip_records([os.path.join(split_dir, name) for name in sorted(os.listdir(split_dir))])
 
 
 def copy_run(root, tmp_path):

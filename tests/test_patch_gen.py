@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from conftest import write_patches
+from conftest import gzip_records, write_patches
 from components.patch_gen.executor import (WriteImagePatches, check_patch_count, extract_patches,
                                            image_file_name, patches_per_dataset)
 from models import constants, patches, transform
@@ -87,8 +87,7 @@ def test_each_image_s_patches_go_to_a_file_of_its_own_and_nothing_partial_is_lef
   assert sorted(os.listdir(split_dir)) == sorted(image_file_name(i) for i in examples)
   assert not os.listdir(partial_dir)
   for image_id, serialized in examples.items():
-    written = [r.numpy() for r in tf.data.TFRecordDataset(
-        str(split_dir / image_file_name(image_id)), compression_type='GZIP')]
+    written = gzip_records(str(split_dir / image_file_name(image_id)))
     assert written == _patches(serialized, {b'DRIVE': 30}, 8)
 
 

@@ -12,7 +12,8 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils, standard_artifacts
 
 import bad_inputs
-from conftest import COMPONENTS, PIPELINE_ARGS, copy_run, split_records, tree_digest
+from conftest import (COMPONENTS, PIPELINE_ARGS, copy_run, gzip_records, split_records,
+                      tree_digest)
 from models import constants, patches, preprocessing, transform
 from cli import history
 from cli.main import main
@@ -29,10 +30,6 @@ def _run(capsys, data, root, *extra):
   code = main(['run', '--data', *paths, '--pipeline-root', str(root), *extra])
   out, err = capsys.readouterr()
   return code, out, err
-
-
-def _records_of(files):
-  return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
 
 
 def _live_artifacts(root, type_name):
@@ -91,7 +88,7 @@ def test_patch_files_hold_one_image_each_and_the_trainer_reads_them_mixed(demo_r
   files = [os.path.join(split_dir, name) for name in os.listdir(split_dir)]
   image_ids = lambda records: set(patches.parse(tf.constant(records), SMOKE.patches.size)[
       constants.IMAGE_ID_KEY].numpy())
-  assert len(files) == 5 and all(len(image_ids(_records_of(f))) == 1 for f in files)
+  assert len(files) == 5 and all(len(image_ids(gzip_records(f))) == 1 for f in files)
   first = [r.numpy() for r in patches.mixed_records(files, seed=0).take(2 * len(files))]
   assert len(image_ids(first)) == 5
 
