@@ -25,8 +25,28 @@ import sys
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-def _add_gate_arguments(parser) -> None:
+def _dataset_share(text: str):
+  """--dataset-share NAME=SHARE -> (NAME, SHARE), SHARE a fraction of the training stream."""
+  name, equals, share = text.partition('=')
+  try:
+    value = float(share)
+  except ValueError:
+    value = None
+  if not (name and equals and value is not None and 0 < value < 1):
+    raise argparse.ArgumentTypeError(f'{text!r}: expected NAME=SHARE with 0 < SHARE < 1, '
+                                     'e.g. CHASE_DB1=0.5')
+  return name, value
+
+
+def _add_profile_arguments(parser) -> None:
+  """What the command line changes of a profile: the training stream and the release gate."""
   from pipeline import configs
+  parser.add_argument('--dataset-share', metavar='NAME=SHARE', type=_dataset_share,
+                      action='append', default=[],
+                      help='give dataset NAME this share of the training stream (repeatable); the '
+                           'datasets not named share the rest equally (default: all equally). '
+                           'E.g. a new camera fine-tuned with the old datasets listed too: '
+                           'CHASE_DB1=0.5')
   parser.add_argument('--min-auc', type=float,
                       help="release gate: lowest FOV test AUC to bless (default: the profile's)")
   parser.add_argument('--max-auc-drop', type=float,
@@ -54,7 +74,7 @@ def _add_pipeline_arguments(parser, default_profile: str) -> None:
   parser.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT,
                       help='training images held out for validation')
   parser.add_argument('--split-seed', type=int, default=0, help='seed of the eval hold-out choice')
-  _add_gate_arguments(parser)
+  _add_profile_arguments(parser)
   parser.add_argument('--no-cache', action='store_true', help='re-run every component')
   parser.add_argument('--beam-args', nargs=argparse.REMAINDER, default=[],
                       help='Beam pipeline args, e.g. --direct_running_mode=multi_processing '
@@ -196,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
   kfp.add_argument('--profile', choices=sorted(configs.PROFILES), default='drive')
   kfp.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT)
   kfp.add_argument('--split-seed', type=int, default=0)
-  _add_gate_arguments(kfp)
+  _add_profile_arguments(kfp)
   kfp.add_argument('--gpu-type', help='accelerator for the Trainer task, e.g. NVIDIA_TESLA_T4')
   kfp.add_argument('--gpu-count', type=int, default=1)
   kfp.add_argument('--beam-runner', choices=('direct', 'dataflow', 'flink'), default='direct',
@@ -216,9 +236,16 @@ _RUNS_PIPELINE = ('run', 'benchmark')   # the commands that hold a pipeline root
 
 def parse_args(argv) -> argparse.Namespace:
   """The command line's arguments; a pipeline run's profile is, unless given, the command's default
-  or, from a base model, the fine-tuning one."""
+  or, from a base model, the fine-tuning one. Dataset shares are checked against each other here,
+  against the datasets by the Trainer (models/patches.stream_shares)."""
   from pipeline import configs
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  named = getattr(args, 'dataset_share', [])
+  if len(dict(named)) < len(named):
+    parser.error('--dataset-share: a dataset named twice')
+  if sum(share for _, share in named) > 1:
+    parser.error('--dataset-share: the shares add up to more than 1')
   if args.command in _RUNS_PIPELINE and args.profile is None:
     args.profile = configs.FINETUNE_PROFILE if args.base_model else args.default_profile
   return args

@@ -17,10 +17,15 @@ from pipeline import configs, local_runner
 
 
 def profile_of(args) -> configs.Profile:
-  """The chosen profile with the release gate options the command line overrides."""
-  gate = {k: v for k, v in (('min_auc', args.min_auc), ('max_auc_drop', args.max_auc_drop))
-          if v is not None}
-  return dataclasses.replace(configs.PROFILES[args.profile], **gate)
+  """The chosen profile with the training stream's shares and release gate options the command
+  line overrides."""
+  profile = configs.PROFILES[args.profile]
+  overrides = {k: v for k, v in (('min_auc', args.min_auc), ('max_auc_drop', args.max_auc_drop))
+               if v is not None}
+  if args.dataset_share:
+    overrides['training'] = dataclasses.replace(profile.training,
+                                                dataset_shares=tuple(args.dataset_share))
+  return dataclasses.replace(profile, **overrides)
 
 
 def base_model_of(args, pipeline_root: str) -> Optional[str]:

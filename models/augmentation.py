@@ -81,7 +81,9 @@ def make_dataset(file_patterns: Sequence[str], config: TrainingConfig,
   files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
   if not files:
     raise ValueError(f'no patch files match {file_patterns}')
-  records = patches.mixed_records(files, seed=config.seed if training else None)
+  # Validation weighs every dataset alike, whatever the training stream's shares.
+  records = (patches.mixed_records(files, seed=config.seed, shares=dict(config.dataset_shares))
+             if training else patches.mixed_records(files))
   if training:
     records = records.shuffle(SHUFFLE_BUFFER, seed=config.seed)
   size = patches.patch_size(files)

@@ -5,12 +5,14 @@ A patch is one tf.Example holding uint8 bytes, in the convention of Transform's 
 since preprocessing ends on a 256-level LUT), and the label and FOV as 0/1. Lossless.
 
 PatchGen writes each image's patches to a file of their own (`image_file_name`); the Trainer mixes
-the images by reading many files at once, every dataset in turn (`mixed_records`).
+the images by reading many files at once, every dataset in turn (`mixed_records`), each taking an
+equal share of the stream unless given another (`stream_shares`).
 """
 import collections
+import fractions
 import math
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -76,21 +78,61 @@ def _interleaved(files: Sequence[str], seed: Optional[int]) -> tf.data.Dataset:
                           num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def mixed_records(files: Sequence[str], seed: Optional[int] = None) -> tf.data.Dataset:
-  """Serialized patches of PatchGen's per-image files, endlessly: a patch of each dataset in turn,
-  within a dataset interleaved across IMAGES_READ_AT_ONCE files; the files in a random order drawn
-  from `seed` (anew at every pass), or in name order without one.
+def stream_shares(datasets: Sequence[bytes],
+                  requested: Optional[Mapping[str, float]] = None) -> Dict[bytes, fractions.Fraction]:
+  """Each dataset's share of the training stream, in hundredths: a requested one its own, the others
+  equal parts of what remains (equal parts of all when none is requested). E.g. fine-tuning to a new
+  camera's few photos with the old cameras' data listed too, {'CHASE_DB1': 0.5}."""
+  names = [dataset.decode() for dataset in datasets]
+  requested = dict(requested or {})
+  unknown = sorted(set(requested) - set(names))
+  if unknown:
+    raise ValueError(f'dataset shares name {", ".join(unknown)}, which no patch file holds '
+                     f'(datasets: {", ".join(names)})')
+  given = {name: fractions.Fraction(round(share * 100), 100) for name, share in requested.items()}
+  others = [name for name in names if name not in given]
+  remaining = 1 - sum(given.values(), fractions.Fraction(0))
+  if min(given.values(), default=1) <= 0 or remaining < 0 or (remaining > 0) != bool(others):
+    raise ValueError(f'dataset shares {requested} must each be above 0 and leave a share to every '
+                     'dataset not named (sum to 1 when every dataset is named)')
+  return {dataset: given.get(name, remaining / max(len(others), 1))
+          for dataset, name in zip(datasets, names)}
 
-  Every dataset has an equal share of any stretch of the stream, as PatchGen's counts give it over
-  a whole pass (`patches_per_dataset`). Reading all files in turn instead would draw each dataset
-  by its number of images until the datasets with the fewest patches per image run out, and then
-  only the others: with DRIVE, STARE, CHASE_DB1 and HRF the last four epochs of 26 were STARE's
-  six photos alone (BENCHMARKS.md)."""
+
+def _turn_order(shares: Sequence[fractions.Fraction]) -> List[int]:
+  """A cycle of indices into `shares` in which each index has its share of the turns, spread out
+  (smooth weighted round robin): 1/2, 1/4, 1/4 -> 0, 1, 2, 0."""
+  cycle = math.lcm(*(share.denominator for share in shares))
+  weights = [int(share * cycle) for share in shares]
+  credit, order = [0] * len(weights), []
+  for _ in range(cycle):
+    credit = [c + w for c, w in zip(credit, weights)]
+    turn = credit.index(max(credit))
+    credit[turn] -= cycle
+    order.append(turn)
+  return order
+
+
+def mixed_records(files: Sequence[str], seed: Optional[int] = None,
+                  shares: Optional[Mapping[str, float]] = None) -> tf.data.Dataset:
+  """Serialized patches of PatchGen's per-image files, endlessly: the datasets in turns that give
+  each its share (`stream_shares`), within a dataset interleaved across IMAGES_READ_AT_ONCE files;
+  the files in a random order drawn from `seed` (anew at every pass), or in name order without one.
+
+  By default every dataset has an equal share of any stretch of the stream, as PatchGen's counts give
+  it over a whole pass (`patches_per_dataset`). Reading all files in turn instead would draw each
+  dataset by its number of images until the datasets with the fewest patches per image run out, and
+  then only the others: with DRIVE, STARE, CHASE_DB1 and HRF the last four epochs of 26 were
+  STARE's six photos alone (BENCHMARKS.md)."""
   groups = files_by_dataset(files)
   if not groups:
     raise ValueError(f'no patches in {", ".join(files)}')
+  dataset_shares = stream_shares(list(groups), shares)
+  logging.info('patch stream: %s', ', '.join(
+      f'{dataset.decode() or "?"} {float(share):.2f}' for dataset, share in dataset_shares.items()))
   streams = [_interleaved(group, seed).repeat() for group in groups.values()]
-  turns = tf.data.Dataset.range(len(streams)).repeat()
+  turns = tf.data.Dataset.from_tensor_slices(
+      tf.constant(_turn_order(list(dataset_shares.values())), tf.int64)).repeat()
   return tf.data.Dataset.choose_from_datasets(streams, turns)
 
 

@@ -2,7 +2,7 @@
 configuration (pipeline/configs.py) and the command line load in a blink. They travel to the
 Transform and Trainer executors as custom_config dicts."""
 import dataclasses
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 UNET = 'unet'
 SINE_NET = 'sine_net'
@@ -61,6 +61,9 @@ class TrainingConfig:
   dice_weight: float = 0.5
   weight_average_momentum: Optional[float] = None   # EMA of the weights per step; None: off
   seed: int = 0
+  # (dataset, share of the training stream) pairs; datasets not named share the rest equally
+  # (models/patches.stream_shares). Pairs, not a dict: a profile stays hashable.
+  dataset_shares: Tuple[Tuple[str, float], ...] = ()
   model: ModelConfig = ModelConfig()
   augmentation: AugmentationConfig = AugmentationConfig()
 
@@ -72,6 +75,7 @@ class TrainingConfig:
     values = dict(custom_config)
     values['model'] = ModelConfig(**values.get('model', {}))
     values['augmentation'] = AugmentationConfig(**values.get('augmentation', {}))
+    values['dataset_shares'] = tuple(tuple(pair) for pair in values.get('dataset_shares', ()))
     return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 

@@ -1,5 +1,6 @@
 """PatchGen's patch sampling (inside the image, centred in the FOV, seeded per image, lossless) and its
 files, one per image."""
+import fractions
 import os
 import re
 
@@ -126,6 +127,36 @@ def test_every_dataset_has_an_equal_share_of_any_stretch_of_the_stream(tmp_path)
   for start in range(0, len(stream), 12):
     window = stream[start:start + 12]
     assert {d: window.count(d) for d in 'abc'} == {'a': 4, 'b': 4, 'c': 4}, (start, window)
+
+
+def test_a_dataset_given_a_share_has_it_in_every_cycle_of_the_stream(tmp_path):
+  """Fine-tuning to a new camera (b) with the old cameras (a, c) listed too: half the stream is b's,
+  spread out, and a and c share the rest alike."""
+  files = [write_patches(tmp_path / 'a0.gz', 40, 2, b'a0', b'A')]
+  files += [write_patches(tmp_path / f'b{i}.gz', 20, 2, f'b{i}'.encode(), b'B') for i in range(2)]
+  files += [write_patches(tmp_path / f'c{i}.gz', 10, 2, f'c{i}'.encode(), b'C') for i in range(4)]
+  stream = [image_id[0] for image_id, _ in
+            _read(patches.mixed_records(files, seed=3, shares={'B': 0.5}), 240)]
+  for start in range(0, len(stream), 4):
+    window = stream[start:start + 4]
+    assert {d: window.count(d) for d in 'abc'} == {'a': 1, 'b': 2, 'c': 1}, (start, window)
+    assert window[0] != window[1] or window[2] != window[3]   # b's turns spread out
+
+
+def test_stream_shares_give_the_rest_to_the_datasets_not_named_and_refuse_what_cannot_be():
+  datasets = [b'CHASE_DB1', b'DRIVE', b'HRF', b'STARE']
+  assert patches.stream_shares(datasets) == dict.fromkeys(datasets, fractions.Fraction(1, 4))
+  shares = patches.stream_shares(datasets, {'CHASE_DB1': 0.4, 'HRF': 0.3})
+  assert shares == {b'CHASE_DB1': fractions.Fraction(2, 5), b'DRIVE': fractions.Fraction(3, 20),
+                    b'HRF': fractions.Fraction(3, 10), b'STARE': fractions.Fraction(3, 20)}
+  assert patches.stream_shares(datasets[:2], {'CHASE_DB1': 0.7, 'DRIVE': 0.3})[b'DRIVE'] == (
+      fractions.Fraction(3, 10))
+  with pytest.raises(ValueError, match='name CHASE, which no patch file holds .datasets: CHASE_DB1'):
+    patches.stream_shares(datasets, {'CHASE': 0.5})
+  for impossible in ({'CHASE_DB1': 0.6, 'DRIVE': 0.6}, {'CHASE_DB1': 0.5, 'DRIVE': 0.5},
+                     {'CHASE_DB1': 0.001}, {name.decode(): 0.2 for name in datasets}):
+    with pytest.raises(ValueError, match='must each be above 0 and leave a share to every dataset'):
+      patches.stream_shares(datasets, impossible)
 
 
 def test_patch_files_are_grouped_by_the_dataset_their_patches_name(tmp_path, caplog):

@@ -278,6 +278,28 @@ def test_the_command_line_takes_a_base_model_and_fine_tunes_by_default(tmp_path,
                          'export writes (JSONDecodeError('), line
 
 
+
+def test_the_command_line_gives_a_dataset_a_share_of_the_training_stream(capsys):
+  """A new camera fine-tuned with the old datasets listed too gets more than an equal share; the
+  share travels in the Trainer's custom config (the Trainer checks it against the datasets)."""
+  args = parse_args(['run', '--data', 'D', '--base-model', 'M', '--dataset-share', 'CHASE_DB1=0.5'])
+  training = run.profile_of(args).training
+  assert training.dataset_shares == (('CHASE_DB1', 0.5),)
+  assert dataclasses.replace(training, dataset_shares=()) == (
+      configs.PROFILES[configs.FINETUNE_PROFILE].training)
+  custom_config = json.loads(json.dumps(settings.trainer_custom_config(
+      training, configs.PROFILES[configs.FINETUNE_PROFILE].export)))
+  assert settings.from_trainer_custom_config(custom_config)[0] == training
+  assert run.profile_of(parse_args(['run', '--data', 'D'])).training.dataset_shares == ()
+  for bad, message in ((['CHASE_DB1'], 'expected NAME=SHARE'), (['CHASE_DB1=1.5'], 'expected NAME'),
+                       (['CHASE_DB1=half'], 'expected NAME'),
+                       (['A=0.2', 'A=0.3'], 'a dataset named twice'),
+                       (['A=0.6', 'B=0.6'], 'add up to more than 1')):
+    with pytest.raises(SystemExit):
+      parse_args(['run', '--data', 'D', *(f'--dataset-share={share}' for share in bad)])
+    assert message in capsys.readouterr().err
+
+
 def test_status_and_report_show_each_models_parent():
   scratch = release_decision(model_id=9)
   tuned = release_decision(model_id=12, parent_model_id=9, parent_model_uri='/root/Trainer/model/9',
