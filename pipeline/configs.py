@@ -113,7 +113,7 @@ PROFILES = {
     # 2,000 patches per photo: 6,000 from 3 training photos, each drawn about twice, with fresh
     # augmentation each time. With the old datasets listed too, the new camera has a quarter of
     # the patches and of every epoch, like each of them, unless `--dataset-share NAME=0.5` gives
-    # it half (4 CHASE_DB1 photos: test AUC 0.9807 instead of 0.9793, the others within the gate;
+    # it half (4 CHASE_DB1 photos: test AUC 0.9806 instead of 0.9793, the others within the gate;
     # BENCHMARKS.md). The weight average spans the last ~100 batches, an epoch.
     FINETUNE_PROFILE: Profile(
         patches=PatchConfig(per_image=2000, size=64), min_auc=0.975, training=TrainingConfig(

@@ -1,7 +1,6 @@
 """Resuming an interrupted training, the orchestration side: ML-Metadata names the Trainer runs
 that never completed and the local runner hands them to the Trainer (tests/test_training_data.py
 kills and resumes a training); and end to end, a killed `retina-tfx run` and its rerun."""
-import argparse
 import glob
 import os
 import pathlib
@@ -18,7 +17,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from cli import history, run
-from cli.main import main
+from cli.main import main, parse_args
 from models import constants, resume, settings, training
 from pipeline import configs, local_runner
 from synthetic_drive import dataset
@@ -45,11 +44,8 @@ def test_interrupted_trainer_runs_are_those_that_never_completed_newest_first(tm
   assert history.interrupted_executions(store, configs.EVALUATOR) == []
 
 
-def _run_args(**overrides):
-  return argparse.Namespace(**{
-      'data': ['DRIVE'], 'profile': 'smoke', 'beam_args': [], 'eval_count': 4, 'split_seed': 0,
-      'no_cache': False, 'until': None, 'min_auc': None, 'max_auc_drop': None, 'base_model': None,
-      **overrides})
+def _run_args():
+  return parse_args(['run', '--data', 'DRIVE', '--profile', 'smoke', '--eval-count', '4'])
 
 
 def test_a_run_hands_the_interrupted_trainer_runs_to_the_runner(tmp_path, monkeypatch, capsys):
