@@ -278,7 +278,6 @@ def test_the_command_line_takes_a_base_model_and_fine_tunes_by_default(tmp_path,
                          'export writes (JSONDecodeError('), line
 
 
-
 def test_the_command_line_gives_a_dataset_a_share_of_the_training_stream(capsys):
   """A new camera fine-tuned with the old datasets listed too gets more than an equal share; the
   share travels in the Trainer's custom config (the Trainer checks it against the datasets)."""
