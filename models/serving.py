@@ -38,6 +38,7 @@ _IMAGES = tf.TensorSpec([None], tf.string, name='images')
 _FOVS = tf.TensorSpec([None], tf.string, name='fovs')
 _EXAMPLES = tf.TensorSpec([None], tf.string, name='examples')
 _RAGGED = tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0)
+_MAP = tf.TensorSpec([None, None], tf.float32)
 # Raw features the transform graph reads; the rest of the raw schema is not needed to serve.
 _TRANSFORM_INPUTS = (constants.DATASET_KEY, constants.IMAGE_ID_KEY, constants.IMAGE_KEY,
                      constants.LABEL_KEY, constants.FOV_KEY)
@@ -120,6 +121,10 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
   stride = model_stride(model_config)
   raw_spec = {k: v for k, v in tft_output.raw_feature_spec().items() if k in _TRANSFORM_INPUTS}
 
+  # One function for the three signatures that run the model: traced into each of them, the
+  # network and its tiling loops tripled the SavedModel, and every load (TFMA loads each model
+  # three times) and first call paid for the copies.
+  @tf.function(input_signature=[_MAP, _MAP], autograph=False)
   def probability_map(image, fov):
     """One preprocessed image and its FOV [h, w] (training scale) -> vessel probabilities [h, w],
     from the model on the FOV's window."""

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 from sklearn.metrics import roc_auc_score
+from tensorflow.core.protobuf import saved_model_pb2
 from tfx.utils import path_utils
 
 import bad_inputs
@@ -158,6 +159,18 @@ def test_tfma_and_transform_signatures_take_serialized_examples(signatures, demo
     alone = signatures[1][serving.PREDICT_EXAMPLES](examples=tf.constant([examples[i]]))
     np.testing.assert_array_equal(alone[serving.PROBABILITIES_KEY][0],
                                   predicted[serving.PROBABILITIES_KEY][i, :pixels])
+
+
+def test_the_signatures_that_run_the_network_share_one_copy_of_it(saved_model):
+  """Three signatures run the model; traced into each, the network tripled the SavedModel and
+  every load (TFMA loads a model three times per evaluation) and export paid for the copies."""
+  proto = saved_model_pb2.SavedModel()
+  with open(os.path.join(saved_model, 'saved_model.pb'), 'rb') as f:
+    proto.ParseFromString(f.read())
+  library = proto.meta_graphs[0].graph_def.library.function
+  with_convolutions = [f.signature.name for f in library
+                       if any(node.op == 'Conv2D' for node in f.node_def)]
+  assert len(with_convolutions) == 1, with_convolutions
 
 
 @pytest.mark.slow
