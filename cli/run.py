@@ -12,7 +12,8 @@ from typing import Dict, List, Optional
 from tfx.utils import path_utils
 
 from cli import console, history, predict, report, status
-from models import serving, transform
+from components.fundus_example_gen import files, layouts
+from models import patches, serving, transform
 from pipeline import configs, local_runner
 
 
@@ -90,12 +91,29 @@ def _describe_statistics(statistics: Optional[Dict[str, float]]) -> str:
       *(statistics[key] for key in transform.STATISTICS_KEYS)))
 
 
+def check_dataset_shares(args) -> None:
+  """--dataset-share against the datasets --data holds: a name none has, or shares that leave
+  nothing to a dataset not named, stop the run now instead of the Trainer after ingestion,
+  Transform and PatchGen. Bad input is left to ExampleGen, which names it as on any run."""
+  if not args.dataset_share:
+    return
+  try:
+    datasets = sorted({record.dataset for record in layouts.list_datasets(args.data)})
+  except files.FundusInputError:
+    return
+  try:
+    patches.stream_shares([name.encode() for name in datasets], dict(args.dataset_share))
+  except ValueError as error:
+    raise console.CommandError(f'--dataset-share: {error}') from None
+
+
 def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[history.NodeRun]]:
   """Runs the pipeline with progress on the terminal, then lists the artifacts; returns MLMD's
   node runs, or None on failure (said on stderr, with the log's path). cli.main holds the root's
   run lock (cli/run_lock.py)."""
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   log_path = os.path.join(os.path.abspath(pipeline_root), configs.LOG_DIR, f'run-{stamp}.log')
+  check_dataset_shares(args)
   base_model = base_model_of(args, pipeline_root)
   print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
         f'  pipeline root: {os.path.abspath(pipeline_root)}\n  full log: {log_path}')

@@ -87,8 +87,8 @@ def stream_shares(datasets: Sequence[bytes],
   requested = dict(requested or {})
   unknown = sorted(set(requested) - set(names))
   if unknown:
-    raise ValueError(f'dataset shares name {", ".join(unknown)}, which no patch file holds '
-                     f'(datasets: {", ".join(names)})')
+    raise ValueError(f'dataset shares name {", ".join(unknown)}, not among the datasets '
+                     f'({", ".join(names)})')
   given = {name: fractions.Fraction(round(share * 100), 100) for name, share in requested.items()}
   others = [name for name in names if name not in given]
   remaining = 1 - sum(given.values(), fractions.Fraction(0))

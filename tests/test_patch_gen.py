@@ -151,7 +151,7 @@ def test_stream_shares_give_the_rest_to_the_datasets_not_named_and_refuse_what_c
                     b'HRF': fractions.Fraction(3, 10), b'STARE': fractions.Fraction(3, 20)}
   assert patches.stream_shares(datasets[:2], {'CHASE_DB1': 0.7, 'DRIVE': 0.3})[b'DRIVE'] == (
       fractions.Fraction(3, 10))
-  with pytest.raises(ValueError, match='name CHASE, which no patch file holds .datasets: CHASE_DB1'):
+  with pytest.raises(ValueError, match='name CHASE, not among the datasets .CHASE_DB1'):
     patches.stream_shares(datasets, {'CHASE': 0.5})
   for impossible in ({'CHASE_DB1': 0.6, 'DRIVE': 0.6}, {'CHASE_DB1': 0.5, 'DRIVE': 0.5},
                      {'CHASE_DB1': 0.001}, {name.decode(): 0.2 for name in datasets}):

@@ -19,7 +19,7 @@ from tfx.utils import path_utils
 
 from cli import history, predict, report, run, status
 from cli.main import main, parse_args
-from conftest import release_decision, split_records, write_patches
+from conftest import PIPELINE_ARGS, release_decision, split_records, write_patches
 from models import model as model_lib
 from models import resume, serving, settings, training, transform, warm_start
 from pipeline import configs, local_runner
@@ -297,6 +297,19 @@ def test_the_command_line_gives_a_dataset_a_share_of_the_training_stream(capsys)
     with pytest.raises(SystemExit):
       parse_args(['run', '--data', 'D', *(f'--dataset-share={share}' for share in bad)])
     assert message in capsys.readouterr().err
+
+
+def test_a_share_for_a_dataset_the_data_does_not_hold_stops_the_run_before_the_pipeline(
+    tiny_drive, tmp_path, capsys):
+  root = tmp_path / 'root'
+  for shares, message in ((['CHASE_DB1=0.5'], 'name CHASE_DB1, not among the datasets (DRIVE)'),
+                          (['DRIVE=0.5'], 'leave a share to every dataset not named')):
+    argv = ['run', '--data', str(tiny_drive), '--pipeline-root', str(root), *PIPELINE_ARGS,
+            *(f'--dataset-share={share}' for share in shares)]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith('retina-tfx: error: --dataset-share: dataset shares ') and message in err
+    assert 'running pipeline' not in out and not os.path.exists(configs.metadata_path(str(root)))
 
 
 def test_status_and_report_show_each_models_parent():
