@@ -91,7 +91,7 @@ def _describe_statistics(statistics: Optional[Dict[str, float]]) -> str:
       *(statistics[key] for key in transform.STATISTICS_KEYS)))
 
 
-def check_dataset_shares(args) -> None:
+def _check_dataset_shares(args) -> None:
   """--dataset-share against the datasets --data holds: a name none has, or shares that leave
   nothing to a dataset not named, stop the run now instead of the Trainer after ingestion,
   Transform and PatchGen. Bad input is left to ExampleGen, which names it as on any run."""
@@ -113,7 +113,7 @@ def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[hi
   run lock (cli/run_lock.py)."""
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   log_path = os.path.join(os.path.abspath(pipeline_root), configs.LOG_DIR, f'run-{stamp}.log')
-  check_dataset_shares(args)
+  _check_dataset_shares(args)
   base_model = base_model_of(args, pipeline_root)
   print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
         f'  pipeline root: {os.path.abspath(pipeline_root)}\n  full log: {log_path}')

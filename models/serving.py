@@ -122,8 +122,8 @@ def export(model: keras.Model, transform_output_dir: str, serving_model_dir: str
   raw_spec = {k: v for k, v in tft_output.raw_feature_spec().items() if k in _TRANSFORM_INPUTS}
 
   # One function for the three signatures that run the model: traced into each of them, the
-  # network and its tiling loops tripled the SavedModel, and every load (TFMA loads each model
-  # three times) and first call paid for the copies.
+  # network and its tiling loops tripled the SavedModel, and every export and load (TFMA loads
+  # each model three times) paid for the copies.
   @tf.function(input_signature=[_MAP, _MAP], autograph=False)
   def probability_map(image, fov):
     """One preprocessed image and its FOV [h, w] (training scale) -> vessel probabilities [h, w],
