@@ -236,8 +236,9 @@ _RUNS_PIPELINE = ('run', 'benchmark')   # the commands that hold a pipeline root
 
 def parse_args(argv) -> argparse.Namespace:
   """The command line's arguments; a pipeline run's profile is, unless given, the command's default
-  or, from a base model, the fine-tuning one. Dataset shares are checked against each other here,
-  against the datasets by the Trainer (models/patches.stream_shares)."""
+  or, from a base model, the fine-tuning one. Dataset shares are checked against each other here
+  (compile-kfp has no data to check them against), against the datasets of --data by `run` before
+  the pipeline starts, and against the patch files by the Trainer (models/patches.stream_shares)."""
   from pipeline import configs
   parser = build_parser()
   args = parser.parse_args(argv)
