@@ -24,7 +24,7 @@ _COLUMNS = ('date', 'command', 'profile / model', 'training wall time', 'AUC-ROC
 
 
 # Scores are counted per (label, level) with each probability at the 65,536 levels of predict's
-# png16 maps (the float maps' AUC to ~1e-5, tests/test_serving.py), and scikit-learn scores the
+# png16 maps (the float maps' AUC to ~1e-5, tests/test_predict.py), and scikit-learn scores the
 # counts as sample weights: a fixed 1 MB however many pixels. As arrays, the 165 M FOV pixels of
 # the four datasets' test photos took 10 GB in scikit-learn.
 _LEVELS = np.iinfo(np.uint16).max + 1

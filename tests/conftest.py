@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
+from PIL import Image
 from sklearn import metrics as sk
 from tensorflow_model_analysis.evaluators import metrics_plots_and_validations_evaluator
 
@@ -52,6 +53,20 @@ def demo_drive(tmp_path_factory):
   out = tmp_path_factory.mktemp('demo') / 'DRIVE'
   dataset.generate(str(out), seed=3, n_train=5, n_test=2)
   return out
+
+
+def demo_pixels(drive_root, name='test/images/01_test.tif'):
+  """The RGB pixels of one image of a generated DRIVE (demo_drive)."""
+  return np.asarray(Image.open(drive_root / name))
+
+
+@pytest.fixture(scope='session')
+def shipped_model():
+  """The model the project ships, as a SavedModel path: the tests that any exported model serves
+  use it, so they need no pipeline run and run beside the tests that share demo_run."""
+  from cli import predict
+  from pipeline import configs
+  return predict.resolve_saved_model(configs.SHIPPED_MODEL_DIR)
 
 
 @pytest.fixture(scope='session')
@@ -129,6 +144,12 @@ def zip_folder(folder, zip_path, prefix='DRIVE/'):
         full = os.path.join(root, name)
         archive.write(full, prefix + os.path.relpath(full, folder))
   return zip_path
+
+
+def relative_files(root):
+  """Every file under root, as sorted paths relative to it."""
+  return sorted(os.path.relpath(os.path.join(folder, name), root)
+                for folder, _, names in os.walk(root) for name in names)
 
 
 def tree_digest(path) -> str:

@@ -1,5 +1,5 @@
 """The exported model: image bytes in, same-size vessel map out; TFMA and transform signatures;
-`retina-tfx predict` on files (TIFF included) and on a pushed serving folder."""
+the FOV window, tiles and the pixel bound (`retina-tfx predict` on files: test_predict.py)."""
 import io
 import json
 import os
@@ -16,11 +16,9 @@ from sklearn.metrics import roc_auc_score
 from tensorflow.core.protobuf import saved_model_pb2
 from tfx.utils import path_utils
 
-import bad_inputs
 from cli import history, predict
 from cli.main import main
-from components.fundus_example_gen import files
-from conftest import PIPELINE_ARGS, split_records
+from conftest import PIPELINE_ARGS, demo_pixels, split_records
 from models import constants, serving, settings
 from models import model as model_lib
 from models.settings import model_stride
@@ -31,13 +29,6 @@ from pipeline import configs
 def saved_model(demo_run):
   runs = {r.node_id: r for r in history.latest_node_runs(history.open_store(str(demo_run)))}
   return path_utils.serving_model_path(runs[configs.TRAINER].outputs['model'][0])
-
-
-@pytest.fixture(scope='module')
-def shipped_model():
-  """For the tests of predict, which any exported model serves: the shipped one needs no pipeline
-  run, so they run beside the tests that share demo_run (make test's longest worker)."""
-  return predict.resolve_saved_model(configs.SHIPPED_MODEL_DIR)
 
 
 @pytest.fixture(scope='module')
@@ -52,14 +43,10 @@ def _encode(pixels, fmt):
   return buffer.getvalue()
 
 
-def _fundus(demo_drive, name='test/images/01_test.tif'):
-  return np.asarray(Image.open(demo_drive / name))
-
-
 @pytest.mark.parametrize('fmt', ['PNG', 'JPEG', 'BMP'])
 @pytest.mark.parametrize('crop', [None, (100, 130), (61, 77)])
 def test_any_size_image_gives_a_same_size_map(signatures, demo_drive, fmt, crop):
-  rgb = _fundus(demo_drive)
+  rgb = demo_pixels(demo_drive)
   if crop:
     rgb = np.ascontiguousarray(rgb[200:200 + crop[0], 150:150 + crop[1]])
   outputs = signatures[1][serving.SERVE](images=tf.constant([_encode(rgb, fmt)]))
@@ -70,7 +57,7 @@ def test_any_size_image_gives_a_same_size_map(signatures, demo_drive, fmt, crop)
 
 
 def test_a_given_fov_is_used_and_a_missing_one_is_computed(signatures, demo_drive):
-  rgb = _fundus(demo_drive)
+  rgb = demo_pixels(demo_drive)
   mask = np.asarray(Image.open(demo_drive / 'test/mask/01_test_mask.gif').convert('L'))
   given = signatures[1][serving.SERVE_WITH_FOV](images=tf.constant([_encode(rgb, 'PNG')]),
                                             fovs=tf.constant([_encode(mask, 'PNG')]))
@@ -103,7 +90,7 @@ def _window(mask, shrink=0):
 
 def test_the_model_runs_on_the_fov_window_and_scores_the_fov_as_on_the_whole_image(signatures,
                                                                                 demo_drive):
-  rgb = _encode(_fundus(demo_drive), 'PNG')
+  rgb = _encode(demo_pixels(demo_drive), 'PNG')
   mask = np.asarray(Image.open(demo_drive / 'test/mask/01_test_mask.gif').convert('L'))
   serve_with_fov = signatures[1][serving.SERVE_WITH_FOV]
   windowed = serve_with_fov(images=tf.constant([rgb]), fovs=tf.constant([_encode(mask, 'PNG')]))
@@ -173,40 +160,6 @@ def test_the_signatures_that_run_the_network_share_one_copy_of_it(saved_model):
   assert len(with_convolutions) == 1, with_convolutions
 
 
-@pytest.mark.slow
-def test_predict_cli_writes_maps_and_overlays_for_tiff_and_png(shipped_model, demo_drive,
-                                                              tmp_path, capsys):
-  serving_base = tmp_path / 'serving'
-  for version in ('1', '7'):  # a pushed serving folder: the latest version must be used
-    shutil.copytree(shipped_model, serving_base / version)
-  inputs = tmp_path / 'in'
-  inputs.mkdir()
-  shutil.copy(demo_drive / 'test/images/01_test.tif', inputs)
-  crop = _fundus(demo_drive, 'test/images/02_test.tif')[:300, :280]
-  Image.fromarray(crop).save(inputs / 'crop.png')
-  (inputs / 'broken.png').write_bytes(b'not a png')
-  bad = {inputs / 'broken.png': 'cannot be decoded as an image', **bad_inputs.hostile_files(inputs)}
-  out = tmp_path / 'out'
-  code = main(['predict', '--model', str(serving_base), '--input', str(inputs), '--output',
-               str(out), '--overlay'])
-  captured = capsys.readouterr()
-  assert code == 1  # the bad inputs failed, each said in one line naming it ...
-  errors = [line for line in captured.err.splitlines() if line.startswith('retina-tfx: error: ')]
-  assert len(errors) == len(bad) and 'Traceback' not in captured.err
-  for path, words in bad.items():
-    assert any(line.startswith(f'retina-tfx: error: {path}: ') and words in line
-               for line in errors), path
-  assert str(serving_base / '7') in captured.out
-  # ... and the others were all written, at their input's size.
-  assert sorted(os.listdir(out)) == ['01_test.png', '01_test_overlay.png', 'crop.png',
-                                     'crop_overlay.png']
-  assert Image.open(out / '01_test.png').size == (constants.IMAGE_WIDTH, constants.IMAGE_HEIGHT)
-  assert Image.open(out / '01_test.png').mode == 'I;16'
-  assert Image.open(out / '01_test_overlay.png').size == (constants.IMAGE_WIDTH,
-                                                          constants.IMAGE_HEIGHT)
-  assert Image.open(out / 'crop.png').size == (280, 300)
-
-
 def test_predict_with_fov_masks_takes_each_image_s_own_mask_not_the_computed_fov(
     saved_model, signatures, demo_drive, tmp_path):
   inputs, masks, out = tmp_path / 'in', tmp_path / 'masks', tmp_path / 'out'
@@ -220,7 +173,8 @@ def test_predict_with_fov_masks_takes_each_image_s_own_mask_not_the_computed_fov
   assert main(['predict', '--model', saved_model, '--input', str(inputs), '--fov', str(masks),
                '--output', str(out), '--format', 'npy']) == 0
   given = np.load(out / '01_test.npy')
-  computed = signatures[1][serving.SERVE](images=tf.constant([_encode(_fundus(demo_drive), 'PNG')]))
+  image = _encode(demo_pixels(demo_drive), 'PNG')
+  computed = signatures[1][serving.SERVE](images=tf.constant([image]))
   computed = computed[serving.PROBABILITIES_KEY][0].numpy()
   # The map is 0 outside the given FOV's window; the image's own FOV would have scored it there.
   window = _window(mask)
@@ -228,97 +182,12 @@ def test_predict_with_fov_masks_takes_each_image_s_own_mask_not_the_computed_fov
   assert (given[window] > 0.5).any()
 
 
-@pytest.mark.slow
-def test_predict_formats_store_the_signature_output_and_png16_and_npy_keep_its_auc(
-    shipped_model, demo_drive, tmp_path):
-  image = str(demo_drive / 'test/images/01_test.tif')
-  model = predict.VesselModel(shipped_model)
-  probabilities, _ = model.predict(files.encode_png(predict.read_image(image)))
-  for map_format in constants.MAP_FORMATS:
-    predict.predict_files(model, [image], str(tmp_path / map_format), map_format=map_format,
-                          progress=lambda *a: None)
-  png8, png16 = (np.asarray(Image.open(tmp_path / f / '01_test.png')) for f in ('png8', 'png16'))
-  npy = np.load(tmp_path / 'npy/01_test.npy')
-  assert (png8.dtype, png16.dtype, npy.dtype) == (np.uint8, np.uint16, np.float32)
-  np.testing.assert_array_equal(png8, np.round(probabilities * 255))
-  np.testing.assert_array_equal(png16, np.round(probabilities * 65535))
-  np.testing.assert_array_equal(npy, probabilities)
-  label = np.asarray(Image.open(demo_drive / 'test/1st_manual/01_manual1.gif').convert('L')) > 127
-  inside = np.asarray(Image.open(demo_drive / 'test/mask/01_test_mask.gif').convert('L')) > 127
-  auc = roc_auc_score(label[inside], probabilities[inside])
-  for stored in (png16 / 65535, npy):
-    assert roc_auc_score(label[inside], stored[inside]) == pytest.approx(auc, abs=1e-5)
-
-
-class _RecordingModel(predict.VesselModel):
-  """Keeps the image bytes predict feeds the signature."""
-
-  def predict(self, image, fov_png=None):
-    self.fed = image
-    return super().predict(image, fov_png)
-
-
-@pytest.mark.slow
-def test_predict_feeds_decode_images_pixels_uncompressed_and_writes_the_same_maps(
-    shipped_model, demo_drive, tmp_path):
-  rgb = _fundus(demo_drive, 'test/images/02_test.tif')[:300, :281]
-  twelve_bit = rgb[..., 1].astype(np.uint16) * 16   # a 12-bit camera's samples in 16 bits
-  inputs = {'drive.tif': demo_drive / 'test/images/01_test.tif', 'crop.png': rgb,
-            'crop.jpg': rgb, 'twelve_bit.png': twelve_bit}
-  model = _RecordingModel(shipped_model)
-  for name, source in inputs.items():
-    path = tmp_path / name
-    if isinstance(source, np.ndarray):
-      Image.fromarray(source).save(path)
-    else:
-      shutil.copy(source, path)
-    predict.predict_files(model, [str(path)], str(tmp_path / 'out'), map_format='npy',
-                          progress=lambda *a: None)
-    # An uncompressed BMP of the pixels ingestion and evaluate decode (a 16-bit file scaled by its
-    # maximum), not a PNG re-encoded at zlib's default level, which took seconds on a large photo.
-    assert model.fed[:2] == b'BM', name
-    decoded = predict.read_image(str(path))
-    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(model.fed))), decoded)
-    if name == 'twelve_bit.png':
-      scaled = np.round(twelve_bit * 255.0 / twelve_bit.max())   # by the image's maximum
-      np.testing.assert_array_equal(decoded[..., 0], scaled)
-    # The map is the one the previous path (a lossless PNG of the same pixels) gave.
-    np.testing.assert_array_equal(np.load(tmp_path / 'out' / f'{path.stem}.npy'),
-                                  model.predict(files.encode_png(decoded))[0])
-
-
-def _zlib_level(png: bytes) -> int:
-  """A PNG's zlib compression level class: 0 fastest, 1 fast, 2 zlib's default, 3 maximum."""
-  idat = png.index(b'IDAT')
-  return png[idat + 5] >> 6   # FLEVEL, the top bits of the zlib header's second byte
-
-
-@pytest.mark.slow
-def test_predict_writes_maps_and_overlays_at_zlibs_fastest_level(shipped_model, demo_drive,
-                                                                 tmp_path):
-  image = tmp_path / 'crop.png'
-  Image.fromarray(_fundus(demo_drive)[:200, :190]).save(image)
-  model = predict.VesselModel(shipped_model)
-  for map_format in ('png8', 'png16'):
-    predict.predict_files(model, [str(image)], str(tmp_path / map_format), with_overlay=True,
-                          map_format=map_format, progress=lambda *a: None)
-    for written in ('crop.png', 'crop_overlay.png'):
-      assert _zlib_level((tmp_path / map_format / written).read_bytes()) == 0, written
-
-
-def test_not_a_model_is_a_clear_error(tmp_path, capsys):
-  code = main(['predict', '--model', str(tmp_path), '--input', str(tmp_path), '--output',
-               str(tmp_path / 'out')])
-  assert code == 1
-  assert 'neither a SavedModel nor a serving folder' in capsys.readouterr().err
-
-
 def test_an_image_and_its_3x_upsampled_copy_give_maps_that_agree(shipped_model, demo_drive):
   """The transform graph brings both to the training scale: the network sees nearly the same
   pixels, and the big map, shrunk back, is the small one (scores included). The shipped model's
   scale (919 px) lies between the two (~540 and ~1,620 px): one is enlarged, the other shrunk."""
   serve = tf.saved_model.load(shipped_model).signatures[serving.SERVE]
-  rgb = _fundus(demo_drive)
+  rgb = demo_pixels(demo_drive)
   label = np.asarray(Image.open(demo_drive / 'test/1st_manual/01_manual1.gif').convert('L')) > 127
   big = cv2.resize(rgb, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
   small_out, big_out = (serve(images=tf.constant([_encode(image, 'PNG')])) for image in (rgb, big))
@@ -357,7 +226,7 @@ print(json.dumps({'error': error, 'growth_mb': growth_mb}))
 def test_an_image_beyond_the_pixel_bound_is_refused_before_it_is_decoded(shipped_model,
                                                                           demo_drive, tmp_path):
   small = tmp_path / 'small.png'
-  small.write_bytes(_encode(_fundus(demo_drive), 'PNG'))
+  small.write_bytes(_encode(demo_pixels(demo_drive), 'PNG'))
   bomb = tmp_path / 'bomb.png'
   Image.new('1', (20000, 15000)).save(bomb)   # 300 M pixels in ~40 KB: 900 MB decoded as RGB
   probe = subprocess.run([sys.executable, '-c', _BOMB_PROBE, shipped_model, str(small),

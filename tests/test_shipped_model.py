@@ -41,8 +41,8 @@ def test_its_signatures_serve_and_its_weights_and_statistics_fit_the_fine_tuning
   assert serving.read_model_config(path) == config
   warm_start.load_base_weights(model_lib.build_model(config), config, path)
   # ... and its Transform keeps the statistics the model's file records, which the export read off
-  # its own transform graph (test_warm_start checks that for every export): the training scale is
-  # the median training FOV width of the four datasets, CHASE_DB1's.
+  # its own transform graph (test_base_model_commands checks that for every export): the training
+  # scale is the median training FOV width of the four datasets, CHASE_DB1's.
   statistics = serving.read_transform_statistics(path)
   assert set(statistics) == set(transform.STATISTICS_KEYS)
   assert statistics[transform.REFERENCE_FOV_WIDTH_KEY] == 919

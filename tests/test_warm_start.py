@@ -1,36 +1,27 @@
-"""Warm start (`run --base-model`): the Trainer starts from an exported model's weights, refuses one
-that does not fit, keeps a resumed training's own state; the pipeline hands it TFX's base_model and
-Transform the base's recorded transform statistics, and status and the report show each model's
-parent."""
+"""Warm start (`run --base-model`) in the Trainer: it starts from an exported model's weights,
+refuses one that does not fit, keeps a resumed training's own state, and trains from scratch
+when no model is blessed yet (the pipeline and the command line around it:
+test_base_model_commands.py)."""
 import dataclasses
-import json
 import logging
 import os
-import re
 import types
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tf_keras as keras
-from ml_metadata import metadata_store
-from tfx.dsl.compiler import compiler
 from tfx.utils import path_utils
 
-from cli import history, predict, report, run, status
-from cli.main import main, parse_args
-from conftest import PIPELINE_ARGS, release_decision, split_records, write_patches
+from cli import history, run
+from conftest import write_patches
 from models import model as model_lib
-from models import resume, serving, settings, training, transform, warm_start
-from pipeline import configs, local_runner
-from pipeline.pipeline import create_pipeline
+from models import resume, serving, settings, training, warm_start
+from pipeline import configs
 
 # A model small enough to train in seconds on 8x8 patches; the base differs only in its dropout,
 # which has no weights.
 _TINY_MODEL = settings.ModelConfig(base_filters=4, depth=1, dropout=0.0)
 _TINY = dict(batch_size=4, epochs=1, steps_per_epoch=1, validation_steps=2, model=_TINY_MODEL)
-_STATISTICS = {transform.REFERENCE_FOV_WIDTH_KEY: 919.0, transform.FOV_GRAY_MEAN_KEY: 102.1,
-               transform.FOV_GRAY_STD_KEY: 32.9}
 
 
 def _export_base(serving_dir, model_config, version=1):
@@ -155,189 +146,6 @@ def test_latest_blessed_without_a_blessed_model_trains_from_scratch_and_says_so(
   assert handed == {'base_model': None}
   assert [r.getMessage() for r in caplog.records if 'base model' in r.getMessage()] == [
       'Trainer: base model: none blessed yet; training starts from scratch']
-
-
-def test_the_pipeline_s_transform_keeps_base_statistics_when_given():
-  def transform_config(**kwargs):
-    definition = create_pipeline(configs.PIPELINE_NAME, '/tmp/root', ['/tmp/DRIVE'],
-                                 configs.PROFILES['smoke'], '/tmp/serving', **kwargs)
-    [transform_node] = [n.pipeline_node for n in compiler.Compiler().compile(definition).nodes
-                        if n.pipeline_node.node_info.id == configs.TRANSFORM]
-    return json.loads(
-        transform_node.parameters.parameters['custom_config'].field_value.string_value)
-  assert settings.BASE_STATISTICS_KEY not in transform_config()
-  assert settings.BASE_STATISTICS_KEY not in transform_config(base_model=configs.LATEST_BLESSED)
-  config = transform_config(base_model='/models/3', base_statistics=_STATISTICS)
-  assert config[settings.BASE_STATISTICS_KEY] == _STATISTICS
-  assert settings.PreprocessingConfig.from_custom_config(config) == settings.PreprocessingConfig()
-
-
-def _trainer_and_importer(base_model):
-  """The compiled pipeline (the IR the runners run): the Trainer's base_model channel and the
-  Importer node, if any."""
-  definition = create_pipeline(configs.PIPELINE_NAME, '/tmp/root', ['/tmp/DRIVE'],
-                               configs.PROFILES['smoke'], '/tmp/serving', base_model=base_model)
-  nodes = {n.pipeline_node.node_info.id: n.pipeline_node
-           for n in compiler.Compiler().compile(definition).nodes}
-  trainer = nodes[configs.TRAINER]
-  custom_config = json.loads(
-      trainer.parameters.parameters['custom_config'].field_value.string_value)
-  inputs = trainer.inputs.inputs
-  channels = list(inputs['base_model'].channels) if 'base_model' in inputs else []
-  [baseline] = nodes[configs.EVALUATOR].inputs.inputs['baseline_model'].channels
-  return (channels, nodes.get(configs.BASE_MODEL_IMPORTER), custom_config[settings.WARM_START_KEY],
-          baseline.producer_node_query.id)
-
-
-def test_the_pipeline_hands_the_trainer_its_base_model_and_the_evaluator_its_baseline():
-  channels, importer, warm, baseline = _trainer_and_importer(None)
-  assert channels == [] and importer is None and not warm
-  assert baseline == configs.BASELINE_RESOLVER
-  # The resolver the Evaluator's baseline comes from; optional, so a first run trains from scratch.
-  channels, importer, warm, baseline = _trainer_and_importer(configs.LATEST_BLESSED)
-  assert [(c.producer_node_query.id, c.output_key) for c in channels] == [
-      (configs.BASELINE_RESOLVER, 'model')] and importer is None and warm
-  assert baseline == configs.BASELINE_RESOLVER
-  # An imported model is the baseline too: a fine-tuned model answers to the one it came from.
-  channels, importer, warm, baseline = _trainer_and_importer('/models/serving/3')
-  assert [(c.producer_node_query.id, c.output_key) for c in channels] == [
-      (configs.BASE_MODEL_IMPORTER, 'result')] and warm
-  assert baseline == configs.BASE_MODEL_IMPORTER
-  parameters = importer.parameters.parameters
-  assert parameters['artifact_uri'].field_value.string_value == '/models/serving/3'
-  assert importer.outputs.outputs['result'].artifact_spec.type.name == 'Model'
-
-
-def test_the_command_line_takes_a_base_model_and_fine_tunes_by_default(tmp_path, monkeypatch,
-                                                                        capsys):
-  args = parse_args(['run', '--data', 'D', '--base-model', configs.LATEST_BLESSED])
-  assert (args.base_model, args.profile) == (configs.LATEST_BLESSED, configs.FINETUNE_PROFILE)
-  assert run.base_model_of(args, str(tmp_path / 'root')) == configs.LATEST_BLESSED
-  assert parse_args(['run', '--data', 'D', '--base-model', 'M', '--profile', 'drive']
-                    ).profile == 'drive'
-  assert parse_args(['run', '--data', 'D']).profile == configs.DEFAULT_PROFILE
-  assert parse_args(['benchmark', '--data', 'D', '--output', 'O']).profile == 'drive'
-  finetune = configs.PROFILES[configs.FINETUNE_PROFILE].training
-  assert finetune.learning_rate < min(configs.PROFILES[p].training.learning_rate
-                                      for p in ('demo', 'drive'))
-  assert finetune.epochs * finetune.steps_per_epoch < min(
-      configs.PROFILES[p].training.epochs * configs.PROFILES[p].training.steps_per_epoch
-      for p in ('demo', 'drive'))
-  # A serving folder: its highest version (numerically); a SavedModel folder: itself. Either is
-  # staged as a Trainer's model (<folder>/Format-Serving), named by its content.
-  for version in (1, 2, 10):
-    (tmp_path / 'serving' / str(version) / 'variables').mkdir(parents=True)
-    (tmp_path / 'serving' / str(version) / 'saved_model.pb').write_text(f'model {version}')
-  # Version 2 recorded its transform statistics (models/serving.py's export), 10 did not.
-  (tmp_path / 'serving' / '2' / serving.TRANSFORM_STATISTICS_FILE).parent.mkdir()
-  (tmp_path / 'serving' / '2' / serving.TRANSFORM_STATISTICS_FILE).write_text(
-      json.dumps(_STATISTICS))
-  root = str(tmp_path / 'root')
-  args = parse_args(['run', '--data', 'D', '--base-model', str(tmp_path / 'serving')])
-  staged = run.base_model_of(args, root)
-  assert os.path.dirname(staged) == os.path.join(root, configs.BASE_MODEL_DIR)
-  assert sorted(os.listdir(path_utils.serving_model_dir(staged))) == ['saved_model.pb', 'variables']
-  assert run.base_statistics_of(staged, root) is None
-  assert open(os.path.join(path_utils.serving_model_dir(staged), 'saved_model.pb')).read() == (
-      'model 10')
-  args.base_model = str(tmp_path / 'serving' / '10')
-  assert run.base_model_of(args, root) == staged
-  args.base_model = str(tmp_path / 'serving' / '2')
-  second = run.base_model_of(args, root)
-  assert second != staged and sorted(os.listdir(os.path.dirname(staged))) == sorted(
-      os.path.basename(p) for p in (staged, second))
-  shipped = run.base_model_of(parse_args(['run', '--data', 'D', '--base-model', configs.SHIPPED]),
-                              root)
-  assert sorted(os.listdir(path_utils.serving_model_dir(shipped))) == sorted(
-      os.listdir(predict.resolve_saved_model(configs.SHIPPED_MODEL_DIR)))
-  handed = {}
-  monkeypatch.setattr(local_runner, 'run', lambda *args, **kwargs: handed.update(kwargs) or
-                      metadata_store.MetadataStore(local_runner.connection_config(root)))
-  assert run.run_pipeline(args, root, str(tmp_path / 'serving')) == []
-  assert handed['base_model'] == second and handed['base_statistics'] == _STATISTICS
-  printed = capsys.readouterr().out
-  assert f'  base model: {args.base_model} (imported as {second})\n' in printed
-  assert ("  transform statistics: the base model's: FOV width 919 px, FOV gray mean 102.1, "
-          'std 32.9\n') in printed
-  # Anything else stops the run before it starts.
-  assert main(['run', '--data', str(tmp_path), '--pipeline-root', str(tmp_path / 'root'),
-               '--base-model', str(tmp_path / 'nothing')]) == 1
-  assert (f'{tmp_path / "nothing"}: neither a SavedModel nor a serving folder'
-          in capsys.readouterr().err)
-  # A base whose statistics file is broken (cut short) is named in one line, nothing run.
-  broken = tmp_path / 'serving' / '2' / serving.TRANSFORM_STATISTICS_FILE
-  broken.write_text(json.dumps(_STATISTICS)[:30])
-  assert main(['run', '--data', str(tmp_path), '--pipeline-root', str(tmp_path / 'root'),
-               '--base-model', str(tmp_path / 'serving' / '2')]) == 1
-  out, err = capsys.readouterr()
-  [imported] = re.findall(r'\(imported as (\S+)\)', out)   # the staged copy, which is read
-  [line] = err.splitlines()
-  statistics_file = os.path.join(path_utils.serving_model_dir(imported),
-                                 serving.TRANSFORM_STATISTICS_FILE)
-  assert line.startswith(f'retina-tfx: error: {statistics_file}: not the transform statistics an '
-                         'export writes (JSONDecodeError('), line
-
-
-def test_the_command_line_gives_a_dataset_a_share_of_the_training_stream(capsys):
-  """A new camera fine-tuned with the old datasets listed too gets more than an equal share; the
-  share travels in the Trainer's custom config (the Trainer checks it against the datasets)."""
-  args = parse_args(['run', '--data', 'D', '--base-model', 'M', '--dataset-share', 'CHASE_DB1=0.5'])
-  training = run.profile_of(args).training
-  assert training.dataset_shares == (('CHASE_DB1', 0.5),)
-  assert dataclasses.replace(training, dataset_shares=()) == (
-      configs.PROFILES[configs.FINETUNE_PROFILE].training)
-  custom_config = json.loads(json.dumps(settings.trainer_custom_config(
-      training, configs.PROFILES[configs.FINETUNE_PROFILE].export)))
-  assert settings.from_trainer_custom_config(custom_config)[0] == training
-  assert run.profile_of(parse_args(['run', '--data', 'D'])).training.dataset_shares == ()
-  for bad, message in ((['CHASE_DB1'], 'expected NAME=SHARE'), (['CHASE_DB1=1.5'], 'expected NAME'),
-                       (['CHASE_DB1=half'], 'expected NAME'),
-                       (['A=0.2', 'A=0.3'], 'a dataset named twice'),
-                       (['A=0.6', 'B=0.6'], 'add up to more than 1')):
-    with pytest.raises(SystemExit):
-      parse_args(['run', '--data', 'D', *(f'--dataset-share={share}' for share in bad)])
-    assert message in capsys.readouterr().err
-
-
-def test_a_share_for_a_dataset_the_data_does_not_hold_stops_the_run_before_the_pipeline(
-    tiny_drive, tmp_path, capsys):
-  root = tmp_path / 'root'
-  for shares, message in ((['CHASE_DB1=0.5'], 'name CHASE_DB1, not among the datasets (DRIVE)'),
-                          (['DRIVE=0.5'], 'leave a share to every dataset not named')):
-    argv = ['run', '--data', str(tiny_drive), '--pipeline-root', str(root), *PIPELINE_ARGS,
-            *(f'--dataset-share={share}' for share in shares)]
-    assert main(argv) == 1
-    out, err = capsys.readouterr()
-    assert err.startswith('retina-tfx: error: --dataset-share: dataset shares ') and message in err
-    assert 'running pipeline' not in out and not os.path.exists(configs.metadata_path(str(root)))
-
-
-def test_status_and_report_show_each_models_parent():
-  scratch = release_decision(model_id=9)
-  tuned = release_decision(model_id=12, parent_model_id=9, parent_model_uri='/root/Trainer/model/9',
-                    baseline_model_id=9, pushed_version='2')
-  table = status.format_table([scratch, tuned])
-  header = table.splitlines()[0].split()
-  assert header[:4] == ['run', 'model', 'vs', 'parent']
-  assert [line.split()[1:4] for line in table.splitlines()[2:4]] == [['9', '-', '-'],
-                                                                      ['12', '9', '9']]
-  assert 'trained from scratch (no base model)' in report._decision_html(scratch)
-  assert ('trained from the weights of base model 9 (<code>/root/Trainer/model/9</code>)'
-          in report._decision_html(tuned))
-
-
-def test_an_export_records_its_transform_statistics_and_latest_blessed_hands_them_on(demo_run):
-  store = history.open_store(str(demo_run))
-  split = os.path.join(history.latest_output(store, configs.TRANSFORM, 'transformed_examples'),
-                       'Split-train')
-  features = tf.train.Example.FromString(split_records(split)[0]).features.feature
-  transformed = {key: features[key].float_list.value[0] for key in transform.STATISTICS_KEYS}
-  [first] = history.decisions(store)
-  recorded = serving.read_transform_statistics(path_utils.serving_model_path(first.model_uri))
-  assert recorded == pytest.approx(transformed, rel=1e-6)
-  assert run.base_statistics_of(configs.LATEST_BLESSED, str(demo_run)) == recorded
-  # Before any model is blessed there is no base model, and nothing to keep.
-  assert run.base_statistics_of(configs.LATEST_BLESSED, str(demo_run.parent / 'new')) is None
 
 
 def test_the_warm_start_reads_an_exported_model_s_own_weights(demo_run):
