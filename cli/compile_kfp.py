@@ -13,7 +13,8 @@ def command(args) -> int:
     path = kubeflow_runner.compile_pipeline(
         args.image, args.pipeline_root, args.data, args.output,
         run.profile_of(args), serving_dir=args.serving_dir, gpu=gpu,
-        component_beam_args=beam, eval_count=args.eval_count, split_seed=args.split_seed)
+        component_beam_args=beam, eval_count=args.eval_count, split_seed=args.split_seed,
+        base_model=args.base_model)
   except ValueError as error:
     raise console.CommandError(str(error)) from error
   print(f'wrote {path}: submit it with the KFP client or to Vertex AI Pipelines (README, '

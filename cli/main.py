@@ -213,7 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
   kfp.add_argument('--data', nargs='+', required=True, help='dataset folder or zip URIs')
   kfp.add_argument('-o', '--output', required=True, help='PipelineJob JSON to write')
   kfp.add_argument('--serving-dir', help='push target (default: <pipeline-root>/serving_model)')
-  kfp.add_argument('--profile', choices=sorted(configs.PROFILES), default='drive')
+  kfp.add_argument('--profile', choices=sorted(configs.PROFILES),
+                   help=f'default drive, {configs.FINETUNE_PROFILE} with --base-model')
+  kfp.set_defaults(default_profile='drive')
+  kfp.add_argument('--base-model', metavar=f'{configs.LATEST_BLESSED}|URI',
+                   help="start training from this model's weights: the latest blessed model in "
+                        "the cluster's ML-Metadata when the run starts (from scratch while there "
+                        "is none), or a model artifact's URI (a folder holding "
+                        'Format-Serving/saved_model.pb); an imported model is also the baseline')
   kfp.add_argument('--eval-count', type=int, default=constants.DEFAULT_EVAL_COUNT)
   kfp.add_argument('--split-seed', type=int, default=0)
   _add_profile_arguments(kfp)
@@ -247,7 +254,7 @@ def parse_args(argv) -> argparse.Namespace:
     parser.error('--dataset-share: a dataset named twice')
   if sum(share for _, share in named) > 1:
     parser.error('--dataset-share: the shares add up to more than 1')
-  if args.command in _RUNS_PIPELINE and args.profile is None:
+  if getattr(args, 'default_profile', None) and args.profile is None:
     args.profile = configs.FINETUNE_PROFILE if args.base_model else args.default_profile
   return args
 

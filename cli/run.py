@@ -62,8 +62,10 @@ def stage_base_model(saved_model: str, pipeline_root: str) -> str:
 
 def base_statistics_of(base_model: str, pipeline_root: str) -> Optional[Dict[str, float]]:
   """The transform statistics of the base model (base_model_of's answer), which this run's
-  Transform keeps. None: none blessed yet (latest-blessed), or a model exported before they were
-  recorded; Transform then analyses this run's training images."""
+  Transform keeps (it reads them itself when it runs: components/transform/executor.py). None: none
+  blessed yet (latest-blessed), or a model exported before they were recorded; Transform then
+  analyses this run's training images. Read here too to show them, and to stop a run whose base
+  model holds a broken statistics file before it starts."""
   if base_model == configs.LATEST_BLESSED:
     store_path = configs.metadata_path(pipeline_root)
     blessed = [d for d in history.decisions(history.open_store(pipeline_root)) if d.blessed
@@ -75,13 +77,9 @@ def base_statistics_of(base_model: str, pipeline_root: str) -> Optional[Dict[str
   else:
     saved_model = path_utils.serving_model_dir(base_model)
   try:
-    statistics = serving.read_transform_statistics(saved_model)
-    return None if statistics is None else {
-        key: float(statistics[key]) for key in transform.STATISTICS_KEYS}
-  except (ValueError, KeyError, TypeError) as error:   # bad JSON, a value missing or not a number
-    path = os.path.join(saved_model, serving.TRANSFORM_STATISTICS_FILE)
-    raise console.CommandError(
-        f'{path}: not the transform statistics an export writes ({error!r})') from error
+    return serving.read_transform_statistics(saved_model)
+  except ValueError as error:
+    raise console.CommandError(str(error)) from error
 
 
 def _describe_statistics(statistics: Optional[Dict[str, float]]) -> str:
@@ -117,12 +115,11 @@ def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[hi
   base_model = base_model_of(args, pipeline_root)
   print(f'retina-tfx: running pipeline on {", ".join(args.data)} (profile {args.profile})\n'
         f'  pipeline root: {os.path.abspath(pipeline_root)}\n  full log: {log_path}')
-  base_statistics = None
   if base_model:
     print(f'  base model: {args.base_model}' + ('' if base_model == args.base_model
                                                else f' (imported as {base_model})'))
-    base_statistics = base_statistics_of(base_model, pipeline_root)
-    print(f'  transform statistics: {_describe_statistics(base_statistics)}')
+    print('  transform statistics: '
+          f'{_describe_statistics(base_statistics_of(base_model, pipeline_root))}')
   interrupted = (history.interrupted_executions(history.open_store(pipeline_root), configs.TRAINER)
                  if os.path.exists(configs.metadata_path(pipeline_root)) else [])
   if interrupted:
@@ -132,7 +129,6 @@ def run_pipeline(args, pipeline_root: str, serving_dir: str) -> Optional[List[hi
     try:
       local_runner.run(args.data, pipeline_root, profile_of(args), serving_dir,
                        interrupted_trainer_runs=interrupted, base_model=base_model,
-                       base_statistics=base_statistics,
                        beam_pipeline_args=args.beam_args,
                        eval_count=args.eval_count, split_seed=args.split_seed,
                        enable_cache=not args.no_cache, until=getattr(args, 'until', None))

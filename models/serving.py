@@ -243,5 +243,12 @@ def read_model_config(saved_model: str) -> Optional[ModelConfig]:
 
 
 def read_transform_statistics(saved_model: str) -> Optional[Dict[str, float]]:
-  """An exported model's transform statistics; None for one exported before they were recorded."""
-  return _read_extra(saved_model, TRANSFORM_STATISTICS_FILE)
+  """An exported model's transform statistics (transform.STATISTICS_KEYS); None for one exported
+  before they were recorded. Raises ValueError, naming the file, if it holds anything else."""
+  try:
+    values = _read_extra(saved_model, TRANSFORM_STATISTICS_FILE)
+    return None if values is None else {
+        key: float(values[key]) for key in transform.STATISTICS_KEYS}
+  except (ValueError, KeyError, TypeError) as error:   # bad JSON, a value missing or not a number
+    path = os.path.join(saved_model, TRANSFORM_STATISTICS_FILE)
+    raise ValueError(f'{path}: not the transform statistics an export writes ({error!r})') from error

@@ -1,6 +1,6 @@
 """Runs the pipeline on this machine with LocalDagRunner and a SQLite ML-Metadata store."""
 import os
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
@@ -26,13 +26,11 @@ def run(data_paths: Sequence[str], pipeline_root: str, profile: configs.Profile,
         beam_pipeline_args: Sequence[str] = (),
         eval_count: int = constants.DEFAULT_EVAL_COUNT, split_seed: int = 0,
         enable_cache: bool = True, until: Optional[str] = None,
-        interrupted_trainer_runs: Sequence[int] = (), base_model: Optional[str] = None,
-        base_statistics: Optional[Mapping[str, float]] = None) -> None:
+        interrupted_trainer_runs: Sequence[int] = (), base_model: Optional[str] = None) -> None:
   """Runs the whole pipeline, or with `until` a component id, only that component and what it
   depends on (a partial run: e.g. the data stages alone). `interrupted_trainer_runs`: execution ids
   of Trainer runs that never completed, newest first, for the Trainer to resume (models/resume.py).
-  `base_model`: what the Trainer starts from, `base_statistics` its transform statistics, which
-  Transform keeps (see create_pipeline).
+  `base_model`: what the Trainer starts from (see create_pipeline).
   """
   pipeline_root = _absolute(pipeline_root)
   data_paths = [_absolute(p) for p in data_paths]
@@ -56,5 +54,4 @@ def run(data_paths: Sequence[str], pipeline_root: str, profile: configs.Profile,
       metadata_connection_config=connection_config(pipeline_root),
       enable_cache=enable_cache,
       base_model=base_model,
-      base_statistics=base_statistics,
   ), run_options=tfx_pipeline.RunOptions(to_nodes=[until]) if until else None)

@@ -30,7 +30,6 @@ def create_pipeline(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     enable_cache: bool = True,
     base_model: Optional[str] = None,
-    base_statistics: Optional[Mapping[str, float]] = None,
 ) -> tfx.dsl.Pipeline:
   """ExampleGen -> statistics -> validation against the curated schema -> DataGate -> Transform
   -> PatchGen -> Trainer -> Evaluator (on the test split, against the latest blessed model) ->
@@ -41,8 +40,7 @@ def create_pipeline(
   the Evaluator compares with (none before the first blessing: the Trainer trains from scratch);
   or a model folder (<folder>/Format-Serving/saved_model.pb, see cli/run.stage_base_model), which
   an Importer registers and the Evaluator then takes as the baseline instead of the latest blessed
-  model. `base_statistics`: the base model's transform statistics, which Transform then keeps
-  (settings.BASE_STATISTICS_KEY); None: it analyses the training images.
+  model. Transform gets the same channel and keeps that model's transform statistics.
 
   `beam_pipeline_args` apply to every Beam component; `component_beam_args` (component id -> args,
   see configs.component_beam_args) are added to the named ones. `trainer_resources` is a KFP
@@ -59,22 +57,6 @@ def create_pipeline(
   ).with_id(configs.EXAMPLE_VALIDATOR)
   data_gate = DataGate(anomalies=example_validator.outputs['anomalies'],
                        schema=schema_importer.outputs['schema']).with_id(configs.DATA_GATE)
-  transform_config = dataclasses.asdict(profile.preprocessing)
-  if base_statistics:
-    transform_config[settings.BASE_STATISTICS_KEY] = dict(base_statistics)
-  transform = Transform(
-      examples=example_gen.outputs['examples'],
-      schema=data_gate.outputs['validated_schema'],
-      preprocessing_fn=configs.PREPROCESSING_FN,
-      custom_config=transform_config,
-      splits_config=tfx.proto.SplitsConfig(analyze=[constants.TRAIN_SPLIT],
-                                           transform=list(constants.SPLITS)),
-      # TFDV statistics over 330k-value pixel lists per image cost minutes and tell nothing.
-      disable_statistics=True).with_id(configs.TRANSFORM)
-  patch_gen = PatchGen(transformed_examples=transform.outputs['transformed_examples'],
-                       patches_per_image=profile.patches.per_image,
-                       patch_size=profile.patches.size, seed=profile.patches.seed
-                       ).with_id(configs.PATCH_GEN)
   latest_blessed_model = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -88,6 +70,20 @@ def create_pipeline(
                                   artifact_type=tfx.types.standard_artifacts.Model
                                   ).with_id(configs.BASE_MODEL_IMPORTER)]
     base_model_channel = importers[0].outputs['result']
+  transform = Transform(
+      examples=example_gen.outputs['examples'],
+      schema=data_gate.outputs['validated_schema'],
+      preprocessing_fn=configs.PREPROCESSING_FN,
+      custom_config=dataclasses.asdict(profile.preprocessing),
+      base_model=base_model_channel,
+      splits_config=tfx.proto.SplitsConfig(analyze=[constants.TRAIN_SPLIT],
+                                           transform=list(constants.SPLITS)),
+      # TFDV statistics over 330k-value pixel lists per image cost minutes and tell nothing.
+      disable_statistics=True).with_id(configs.TRANSFORM)
+  patch_gen = PatchGen(transformed_examples=transform.outputs['transformed_examples'],
+                       patches_per_image=profile.patches.per_image,
+                       patch_size=profile.patches.size, seed=profile.patches.seed
+                       ).with_id(configs.PATCH_GEN)
   trainer = tfx.components.Trainer(
       run_fn=configs.RUN_FN,
       examples=patch_gen.outputs['patches'],

@@ -4,17 +4,21 @@ statistics, `--dataset-share` gives a new camera its share, and status and the r
 model's parent (the Trainer's warm start itself: test_warm_start.py)."""
 import dataclasses
 import json
+import logging
 import os
 import re
 
 import pytest
 import tensorflow as tf
 from ml_metadata import metadata_store
+from tfx.components.transform import executor as tfx_transform
 from tfx.dsl.compiler import compiler
+from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from cli import history, predict, report, run, status
 from cli.main import main, parse_args
+from components.transform import executor as transform_executor
 from conftest import PIPELINE_ARGS, release_decision, split_records
 from models import serving, settings, transform
 from pipeline import configs, local_runner
@@ -24,55 +28,82 @@ _STATISTICS = {transform.REFERENCE_FOV_WIDTH_KEY: 919.0, transform.FOV_GRAY_MEAN
                transform.FOV_GRAY_STD_KEY: 32.9}
 
 
-def test_the_pipeline_s_transform_keeps_base_statistics_when_given():
-  def transform_config(**kwargs):
-    definition = create_pipeline(configs.PIPELINE_NAME, '/tmp/root', ['/tmp/DRIVE'],
-                                 configs.PROFILES['smoke'], '/tmp/serving', **kwargs)
-    [transform_node] = [n.pipeline_node for n in compiler.Compiler().compile(definition).nodes
-                        if n.pipeline_node.node_info.id == configs.TRANSFORM]
-    return json.loads(
-        transform_node.parameters.parameters['custom_config'].field_value.string_value)
-  assert settings.BASE_STATISTICS_KEY not in transform_config()
-  assert settings.BASE_STATISTICS_KEY not in transform_config(base_model=configs.LATEST_BLESSED)
-  config = transform_config(base_model='/models/3', base_statistics=_STATISTICS)
-  assert config[settings.BASE_STATISTICS_KEY] == _STATISTICS
-  assert settings.PreprocessingConfig.from_custom_config(config) == settings.PreprocessingConfig()
-
-
-def _trainer_and_importer(base_model):
-  """The compiled pipeline (the IR the runners run): the Trainer's base_model channel and the
-  Importer node, if any."""
+def _base_model_wiring(base_model):
+  """The compiled pipeline (the IR the runners run): the Trainer's base_model channels, the Importer
+  node if any, the Trainer's warm-start flag, the Evaluator's baseline's producer and Transform's
+  base_model channels."""
   definition = create_pipeline(configs.PIPELINE_NAME, '/tmp/root', ['/tmp/DRIVE'],
                                configs.PROFILES['smoke'], '/tmp/serving', base_model=base_model)
   nodes = {n.pipeline_node.node_info.id: n.pipeline_node
            for n in compiler.Compiler().compile(definition).nodes}
-  trainer = nodes[configs.TRAINER]
+
+  def base_model_channels(node_id):
+    inputs = nodes[node_id].inputs.inputs
+    return [(c.producer_node_query.id, c.output_key)
+            for c in (inputs['base_model'].channels if 'base_model' in inputs else [])]
   custom_config = json.loads(
-      trainer.parameters.parameters['custom_config'].field_value.string_value)
-  inputs = trainer.inputs.inputs
-  channels = list(inputs['base_model'].channels) if 'base_model' in inputs else []
+      nodes[configs.TRAINER].parameters.parameters['custom_config'].field_value.string_value)
   [baseline] = nodes[configs.EVALUATOR].inputs.inputs['baseline_model'].channels
-  return (channels, nodes.get(configs.BASE_MODEL_IMPORTER), custom_config[settings.WARM_START_KEY],
-          baseline.producer_node_query.id)
+  return (base_model_channels(configs.TRAINER), nodes.get(configs.BASE_MODEL_IMPORTER),
+          custom_config[settings.WARM_START_KEY], baseline.producer_node_query.id,
+          base_model_channels(configs.TRANSFORM))
 
 
-def test_the_pipeline_hands_the_trainer_its_base_model_and_the_evaluator_its_baseline():
-  channels, importer, warm, baseline = _trainer_and_importer(None)
-  assert channels == [] and importer is None and not warm
+def test_trainer_and_transform_get_the_base_model_and_the_evaluator_its_baseline():
+  channels, importer, warm, baseline, transform_channels = _base_model_wiring(None)
+  assert channels == transform_channels == [] and importer is None and not warm
   assert baseline == configs.BASELINE_RESOLVER
   # The resolver the Evaluator's baseline comes from; optional, so a first run trains from scratch.
-  channels, importer, warm, baseline = _trainer_and_importer(configs.LATEST_BLESSED)
-  assert [(c.producer_node_query.id, c.output_key) for c in channels] == [
-      (configs.BASELINE_RESOLVER, 'model')] and importer is None and warm
-  assert baseline == configs.BASELINE_RESOLVER
+  channels, importer, warm, baseline, transform_channels = _base_model_wiring(
+      configs.LATEST_BLESSED)
+  assert channels == transform_channels == [(configs.BASELINE_RESOLVER, 'model')]
+  assert importer is None and warm and baseline == configs.BASELINE_RESOLVER
   # An imported model is the baseline too: a fine-tuned model answers to the one it came from.
-  channels, importer, warm, baseline = _trainer_and_importer('/models/serving/3')
-  assert [(c.producer_node_query.id, c.output_key) for c in channels] == [
-      (configs.BASE_MODEL_IMPORTER, 'result')] and warm
+  channels, importer, warm, baseline, transform_channels = _base_model_wiring('/models/serving/3')
+  assert channels == transform_channels == [(configs.BASE_MODEL_IMPORTER, 'result')] and warm
   assert baseline == configs.BASE_MODEL_IMPORTER
   parameters = importer.parameters.parameters
   assert parameters['artifact_uri'].field_value.string_value == '/models/serving/3'
   assert importer.outputs.outputs['result'].artifact_spec.type.name == 'Model'
+
+
+def test_transform_keeps_the_transform_statistics_its_base_model_recorded(tmp_path, monkeypatch,
+                                                                          caplog):
+  """Read when Transform runs, from the model its base_model channel resolved to (on Kubeflow the
+  latest blessed model is known only then), and handed to preprocessing_fn in its custom config."""
+  handed = []
+  monkeypatch.setattr(tfx_transform.Executor, 'Do', lambda self, inputs, outputs, properties:
+                      handed.append(json.loads(properties['custom_config'])))
+  config = dataclasses.asdict(settings.PreprocessingConfig())
+
+  def run_with(*base_model):
+    handed.clear()
+    transform_executor.Executor().Do({transform_executor.BASE_MODEL_KEY: list(base_model)}, {},
+                                     {'custom_config': json.dumps(config)})
+    return handed[0]
+
+  def model(name, statistics=None):
+    artifact = standard_artifacts.Model()
+    artifact.uri = str(tmp_path / name)
+    saved_model = path_utils.serving_model_dir(artifact.uri)
+    os.makedirs(os.path.join(saved_model, 'assets.extra'))
+    if statistics is not None:
+      with open(os.path.join(saved_model, serving.TRANSFORM_STATISTICS_FILE), 'w') as f:
+        f.write(statistics)
+    return artifact, os.path.join(saved_model, serving.TRANSFORM_STATISTICS_FILE)
+
+  recorded, _ = model('recorded', json.dumps(_STATISTICS))
+  assert run_with(recorded) == {**config, settings.BASE_STATISTICS_KEY: _STATISTICS}
+  # No model blessed yet, or one exported before the statistics were recorded: analysed afresh.
+  assert run_with() == config
+  older, _ = model('older')
+  with caplog.at_level(logging.WARNING, logger='absl'):
+    assert run_with(older) == config
+  assert 'recorded no transform statistics; analysing the training images' in caplog.text
+  broken, path = model('broken', json.dumps(_STATISTICS)[:30])
+  with pytest.raises(ValueError, match=re.escape(
+      f'{path}: not the transform statistics an export writes (JSONDecodeError(')):
+    run_with(broken)
 
 
 def test_the_command_line_takes_a_base_model_and_fine_tunes_by_default(tmp_path, monkeypatch,
@@ -121,7 +152,7 @@ def test_the_command_line_takes_a_base_model_and_fine_tunes_by_default(tmp_path,
   monkeypatch.setattr(local_runner, 'run', lambda *args, **kwargs: handed.update(kwargs) or
                       metadata_store.MetadataStore(local_runner.connection_config(root)))
   assert run.run_pipeline(args, root, str(tmp_path / 'serving')) == []
-  assert handed['base_model'] == second and handed['base_statistics'] == _STATISTICS
+  assert handed['base_model'] == second   # whose statistics Transform reads when it runs
   printed = capsys.readouterr().out
   assert f'  base model: {args.base_model} (imported as {second})\n' in printed
   assert ("  transform statistics: the base model's: FOV width 919 px, FOV gray mean 102.1, "

@@ -1,10 +1,13 @@
 """`retina-tfx compile-kfp`: the pipeline compiled offline for Kubeflow Pipelines v2, validated by
 parsing it into KFP's own protos."""
+import json
+
 import pytest
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from cli.main import main
+from cli.main import main, parse_args
+from models import settings
 from pipeline import configs
 from pipeline.pipeline import create_pipeline
 
@@ -93,3 +96,45 @@ def test_incomplete_cluster_settings_are_refused(tmp_path, capsys):
   code, path = _compile(tmp_path, '--beam-runner', 'dataflow', '--gcp-project', 'p')
   assert code == 1 and not path.exists()
   assert 'the Dataflow runner needs region, temp_location' in capsys.readouterr().err
+
+
+def _base_model_sources(spec):
+  """{task: the task its base_model input comes from} for the tasks that take one."""
+  return {name: task.inputs.artifacts['base_model'].task_output_artifact.producer_task
+          for name, task in spec.root.dag.tasks.items() if 'base_model' in task.inputs.artifacts}
+
+
+def test_a_kubeflow_run_fine_tunes_from_the_latest_blessed_model_or_an_imported_one(tmp_path):
+  """Trainer and Transform (which reads the model's transform statistics when it runs) take the
+  same base model; the profile is then the fine-tuning one, as for `run`."""
+  code, path = _compile(tmp_path, '--base-model', configs.LATEST_BLESSED)
+  assert code == 0
+  spec, _ = _parse(path)
+  resolver = _base_model_sources(spec)['Trainer']
+  assert resolver.startswith(configs.BASELINE_RESOLVER)
+  assert _base_model_sources(spec) == {'Trainer': resolver, 'Transform': resolver}
+  trainer_config = spec.root.dag.tasks['Trainer'].inputs.parameters['custom_config']
+  assert json.loads(trainer_config.runtime_value.constant_value.string_value)[
+      settings.WARM_START_KEY]
+  kfp = ['compile-kfp', '--image', IMAGE, '--pipeline-root', ROOT, '--data', DATA, '-o', 'F']
+  assert parse_args([*kfp, '--base-model', configs.LATEST_BLESSED]).profile == (
+      configs.FINETUNE_PROFILE)
+  assert parse_args(kfp).profile == 'drive'
+  uri = 'gs://example-bucket/retina-tfx/root/Trainer/model/12'
+  code, path = _compile(tmp_path, '--base-model', uri)
+  assert code == 0
+  spec, _ = _parse(path)
+  assert _base_model_sources(spec) == {'Trainer': configs.BASE_MODEL_IMPORTER,
+                                       'Transform': configs.BASE_MODEL_IMPORTER}
+  importer = spec.root.dag.tasks[configs.BASE_MODEL_IMPORTER]
+  assert importer.inputs.parameters['artifact_uri'].runtime_value.constant_value.string_value == uri
+
+
+@pytest.mark.parametrize('base_model, message', [
+    (configs.SHIPPED, 'copy models/shipped_model/<version> to <URI>/Format-Serving'),
+    ('/no/such/model', 'no model artifact there (a folder holding Format-Serving/saved_model.pb'),
+])
+def test_a_base_model_a_kubeflow_run_cannot_read_is_refused(tmp_path, capsys, base_model, message):
+  code, path = _compile(tmp_path, '--base-model', base_model)
+  assert code == 1 and not path.exists()
+  assert message in capsys.readouterr().err

@@ -14,7 +14,7 @@ from PIL import Image
 from tfx.utils import path_utils
 
 from conftest import copy_run, release_decision, sklearn_metrics, split_records
-from models import constants, serving, settings, training
+from models import constants, serving, settings, training, transform
 from cli import history, run, status, visualize
 from cli.main import main, parse_args
 from pipeline import configs, local_runner
@@ -48,7 +48,18 @@ def test_first_model_is_blessed_and_pushed_and_a_worse_one_fine_tuned_from_it_is
                              str(root))
   wrecked = dataclasses.replace(SMOKE, min_auc=0.0, training=dataclasses.replace(
       SMOKE.training, epochs=1, steps_per_epoch=1, learning_rate=1.0))
+  # Transform keeps the statistics the base model recorded, here shifted to tell them from the
+  # ones this data gives.
+  saved_model = path_utils.serving_model_dir(staged)
+  kept = {**serving.read_transform_statistics(saved_model), transform.FOV_GRAY_MEAN_KEY: 99.5}
+  with open(os.path.join(saved_model, serving.TRANSFORM_STATISTICS_FILE), 'w') as f:
+    json.dump(kept, f)
   local_runner.run(demo_data, str(root), wrecked, serving_copy, eval_count=1, base_model=staged)
+  split = os.path.join(history.latest_output(history.open_store(str(root)), configs.TRANSFORM,
+                                             'transformed_examples'), 'Split-train')
+  features = tf.train.Example.FromString(split_records(split)[0]).features.feature
+  assert {key: features[key].float_list.value[0] for key in transform.STATISTICS_KEYS} == (
+      pytest.approx(kept))
   first_again, second = _decisions(root)
   assert first_again == first and first.parent_model_id is None
   assert second.parent_model_uri == staged and second.parent_model_id not in (None, first.model_id)
