@@ -251,4 +251,5 @@ def read_transform_statistics(saved_model: str) -> Optional[Dict[str, float]]:
         key: float(values[key]) for key in transform.STATISTICS_KEYS}
   except (ValueError, KeyError, TypeError) as error:   # bad JSON, a value missing or not a number
     path = os.path.join(saved_model, TRANSFORM_STATISTICS_FILE)
-    raise ValueError(f'{path}: not the transform statistics an export writes ({error!r})') from error
+    raise ValueError(
+        f'{path}: not the transform statistics an export writes ({error!r})') from error
