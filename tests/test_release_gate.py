@@ -51,7 +51,8 @@ def test_first_model_is_blessed_and_pushed_and_a_worse_one_fine_tuned_from_it_is
   # Transform keeps the statistics the base model recorded, here shifted to tell them from the
   # ones this data gives.
   saved_model = path_utils.serving_model_dir(staged)
-  kept = {**serving.read_transform_statistics(saved_model), transform.FOV_GRAY_MEAN_KEY: 99.5}
+  recorded = serving.read_transform_statistics(saved_model)
+  kept = {**recorded, transform.FOV_GRAY_MEAN_KEY: recorded[transform.FOV_GRAY_MEAN_KEY] + 5.0}
   with open(os.path.join(saved_model, serving.TRANSFORM_STATISTICS_FILE), 'w') as f:
     json.dump(kept, f)
   local_runner.run(demo_data, str(root), wrecked, serving_copy, eval_count=1, base_model=staged)
